@@ -1,0 +1,161 @@
+//! Names and value layouts of the maps the XDP program shares with user
+//! space. All multi-byte integers are in host byte order unless a field says
+//! otherwise; addresses are in network byte order.
+
+use crate::rules::BUCKET_SLOTS;
+
+/// Layout version of every map below. User space refuses to reuse pinned
+/// maps that carry another version and replaces them instead.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "dns_filter";
+
+/// Array map, one [`DataplaneConfig`].
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Array map, one `u32`: the rule set (0 or 1) queries are judged against.
+pub const MAP_ACTIVE_SET: &str = "ACTIVE_SET";
+/// Array maps of [`Bucket`]s: the two rule sets.
+pub const MAP_RULES: [&str; 2] = ["RULES_0", "RULES_1"];
+/// Hash map `u64` name key → `u32` rule value (low 16 bits): custom rules
+/// that take effect at once, beside the compiled sets.
+pub const MAP_OVERLAY: &str = "OVERLAY";
+/// Hash map [`IpKey`] → `u32` (unused, 0): the router's own addresses.
+pub const MAP_ROUTER_ADDRS: &str = "ROUTER_ADDRS";
+/// Hash map [`IpKey`] → `u32` policy-group mask (low 8 bits).
+pub const MAP_CLIENTS: &str = "CLIENTS";
+/// Per-CPU array of `u64` counters indexed by [`Counter`].
+pub const MAP_COUNTERS: &str = "COUNTERS";
+
+/// Default number of buckets in each rule set when nothing else is
+/// configured: room for about a million rules at 90 % load.
+pub const DEFAULT_RULE_BUCKETS: u32 = 145_636;
+/// Entries in the overlay map.
+pub const OVERLAY_CAPACITY: u32 = 4096;
+/// Entries in the router address map.
+pub const ROUTER_ADDRS_CAPACITY: u32 = 64;
+/// Entries in the client map.
+pub const CLIENTS_CAPACITY: u32 = 1024;
+
+/// One bucket of a rule set: [`BUCKET_SLOTS`] slots (see [`crate::rules`]).
+pub type Bucket = [u64; BUCKET_SLOTS];
+
+/// How blocked names are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum BlockMode {
+    /// `0.0.0.0` for A, `::` for AAAA (or the configured sinkhole
+    /// addresses), NODATA for other types.
+    NullAddress = 0,
+    /// NXDOMAIN with an SOA in the authority section.
+    NxDomain = 1,
+    /// REFUSED.
+    Refused = 2,
+}
+
+impl BlockMode {
+    /// The mode stored in [`DataplaneConfig::block_mode`]; unknown values
+    /// fall back to [`BlockMode::NullAddress`].
+    #[inline(always)]
+    pub const fn from_u32(value: u32) -> Self {
+        match value {
+            1 => Self::NxDomain,
+            2 => Self::Refused,
+            _ => Self::NullAddress,
+        }
+    }
+}
+
+/// [`DataplaneConfig::flags`]: blocking is on (cleared while paused).
+pub const CONFIG_BLOCKING: u32 = 1 << 0;
+/// [`DataplaneConfig::flags`]: the overlay map holds at least one rule.
+pub const CONFIG_HAS_OVERLAY: u32 = 1 << 1;
+/// [`DataplaneConfig::flags`]: the client map holds at least one client.
+pub const CONFIG_HAS_CLIENTS: u32 = 1 << 2;
+
+/// Settings the XDP program reads on every query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct DataplaneConfig {
+    /// [`LAYOUT_VERSION`] of the maps.
+    pub layout_version: u32,
+    /// `CONFIG_*` bits.
+    pub flags: u32,
+    /// A [`BlockMode`].
+    pub block_mode: u32,
+    /// TTL of blocked answers and of their SOA, in seconds.
+    pub block_ttl: u32,
+    /// Buckets in use in each rule set (at most the map's size; 0: empty).
+    pub buckets: [u32; 2],
+    /// Address returned for blocked A queries in [`BlockMode::NullAddress`]
+    /// mode, network byte order.
+    pub sinkhole_v4: [u8; 4],
+    /// Explicit padding, zero.
+    pub _pad: [u8; 4],
+    /// Address returned for blocked AAAA queries, network byte order.
+    pub sinkhole_v6: [u8; 16],
+}
+
+impl DataplaneConfig {
+    /// Default configuration: blocking on, null addresses, TTL 10 s.
+    pub const DEFAULT: Self = Self {
+        layout_version: LAYOUT_VERSION,
+        flags: CONFIG_BLOCKING,
+        block_mode: BlockMode::NullAddress as u32,
+        block_ttl: 10,
+        buckets: [0, 0],
+        sinkhole_v4: [0; 4],
+        _pad: [0; 4],
+        sinkhole_v6: [0; 16],
+    };
+}
+
+/// Key of the address maps: an IPv6 address, or an IPv4 address mapped into
+/// IPv6 (`::ffff:a.b.c.d`), in network byte order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct IpKey(pub [u8; 16]);
+
+impl IpKey {
+    /// Key of an IPv4 address given in network byte order.
+    #[inline(always)]
+    pub const fn from_v4(octets: [u8; 4]) -> Self {
+        let [a, b, c, d] = octets;
+        Self([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d])
+    }
+}
+
+/// Indices of the per-CPU counters. User space sums the CPUs' values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    /// DNS queries to the router that were parsed.
+    Seen = 0,
+    /// Queries answered in the kernel.
+    Blocked = 1,
+    /// Parsed queries passed on to user space.
+    Allowed = 2,
+    /// Frames that are not DNS queries for the router.
+    Passed = 3,
+    /// Port-53 frames that could not be parsed, passed on.
+    Malformed = 4,
+    /// Blocked queries passed on because the answer could not be built in
+    /// place (no room to grow the frame).
+    TxFailed = 5,
+}
+
+/// Number of counters in [`MAP_COUNTERS`].
+pub const COUNTER_COUNT: u32 = 8;
+
+/// Names of the counters as `dnsgate stats --json` prints them, by index.
+pub const COUNTER_NAMES: [&str; 6] = ["seen", "blocked", "allowed", "passed", "malformed", "tx_failed"];
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: these types are `#[repr(C)]` or `#[repr(transparent)]`, made
+    // only of integers and byte arrays with explicit padding, so every bit
+    // pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for super::DataplaneConfig {}
+    // SAFETY: as above: sixteen bytes, no padding.
+    unsafe impl aya::Pod for super::IpKey {}
+}
