@@ -15,8 +15,10 @@ pub const PROGRAM_NAME: &str = "dns_filter";
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Array map, one `u32`: the rule set (0 or 1) queries are judged against.
 pub const MAP_ACTIVE_SET: &str = "ACTIVE_SET";
-/// Array maps of [`Bucket`]s: the two rule sets.
-pub const MAP_RULES: [&str; 2] = ["RULES_0", "RULES_1"];
+/// Array map of [`Bucket`]s holding both rule sets: set `s` occupies
+/// entries `s * set_buckets .. (s + 1) * set_buckets` (see
+/// [`DataplaneConfig::set_buckets`]).
+pub const MAP_RULES: &str = "RULES";
 /// Hash map `u64` name key → `u32` rule value (low 16 bits): custom rules
 /// that take effect at once, beside the compiled sets.
 pub const MAP_OVERLAY: &str = "OVERLAY";
@@ -30,6 +32,9 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Default number of buckets in each rule set when nothing else is
 /// configured: room for about a million rules at 90 % load.
 pub const DEFAULT_RULE_BUCKETS: u32 = 145_636;
+/// Entries of the rules map as compiled into the object; user space sizes
+/// the map to twice its configured set size before loading.
+pub const DEFAULT_RULES_ENTRIES: u32 = 2 * DEFAULT_RULE_BUCKETS;
 /// Entries in the overlay map.
 pub const OVERLAY_CAPACITY: u32 = 4096;
 /// Entries in the router address map.
@@ -85,13 +90,14 @@ pub struct DataplaneConfig {
     pub block_mode: u32,
     /// TTL of blocked answers and of their SOA, in seconds.
     pub block_ttl: u32,
-    /// Buckets in use in each rule set (at most the map's size; 0: empty).
+    /// Buckets in use in each rule set (at most `set_buckets`; 0: empty).
     pub buckets: [u32; 2],
+    /// Buckets reserved for each set in the rules map: set `s` starts at
+    /// entry `s * set_buckets`.
+    pub set_buckets: u32,
     /// Address returned for blocked A queries in [`BlockMode::NullAddress`]
     /// mode, network byte order.
     pub sinkhole_v4: [u8; 4],
-    /// Explicit padding, zero.
-    pub _pad: [u8; 4],
     /// Address returned for blocked AAAA queries, network byte order.
     pub sinkhole_v6: [u8; 16],
 }
@@ -104,8 +110,8 @@ impl DataplaneConfig {
         block_mode: BlockMode::NullAddress as u32,
         block_ttl: 10,
         buckets: [0, 0],
+        set_buckets: 0,
         sinkhole_v4: [0; 4],
-        _pad: [0; 4],
         sinkhole_v6: [0; 16],
     };
 }
@@ -152,9 +158,9 @@ pub const COUNTER_NAMES: [&str; 6] = ["seen", "blocked", "allowed", "passed", "m
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: these types are `#[repr(C)]` or `#[repr(transparent)]`, made
-    // only of integers and byte arrays with explicit padding, so every bit
-    // pattern is valid and no byte is uninitialised.
+    // SAFETY: these types are `#[repr(C)]`, made only of integers and byte
+    // arrays laid out without padding, so every bit pattern is valid and no
+    // byte is uninitialised.
     unsafe impl aya::Pod for super::DataplaneConfig {}
     // SAFETY: as above: sixteen bytes, no padding.
     unsafe impl aya::Pod for super::IpKey {}

@@ -51,8 +51,9 @@ pub const AAAA_RECORD_LEN: usize = 2 + 10 + 16;
 pub const SOA_RECORD_LEN: usize = 2 + 10 + 2 + 2 + 20;
 /// Length of the OPT record carrying one Extended DNS Error option.
 pub const OPT_RECORD_LEN: usize = 1 + 10 + 6;
-/// Largest number of bytes a blocked answer adds after the question.
-pub const MAX_TAIL_LEN: usize = AAAA_RECORD_LEN + OPT_RECORD_LEN;
+/// Largest number of bytes a blocked answer adds after the question: the
+/// SOA, the largest of the three single records, plus the OPT record.
+pub const MAX_TAIL_LEN: usize = SOA_RECORD_LEN + OPT_RECORD_LEN;
 
 /// Which records a blocked answer carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,1 +1,29 @@
-fn main() {}
+//! The `dnsgate` command: the daemon and the tools that talk to it.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use dnsgate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match &cli.command {
+        Command::Run(args) => dnsgate::daemon::run(&cli, args),
+        Command::Stats(args) => dnsgate::commands::stats(&cli, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dnsgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The kernel side as user space sees it: loading the XDP program,
+//! attaching it to the LAN interfaces and filling its maps.
+//!
+//! Map layouts live in `dnsgate_common::maps`; this module only moves
+//! values in and out of them.
+
+mod attach;
+mod counters;
+mod loader;
+mod object;
+mod rules;
+
+pub use attach::{AttachMode, Attachment, expand_interface};
+pub use counters::{CounterValues, read_pinned_counters};
+pub use loader::{Dataplane, LoadOptions, PASS_PROGRAM_NAME, ip_key};
+pub use dnsgate_common::maps::PROGRAM_NAME;
+pub use object::object_bytes;
+
+use std::path::PathBuf;
+
+/// Errors of the dataplane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The object embedded in the binary could not be loaded.
+    #[error("loading the XDP object failed: {source}")]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    /// The kernel rejected the program.
+    #[error("the kernel rejected the XDP program {program}: {source}")]
+    Verify {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A program is missing from the object.
+    #[error("program {name} is missing from the XDP object")]
+    MissingProgram { name: &'static str },
+    /// A map the program needs is missing from the object.
+    #[error("map {name} is missing from the XDP object")]
+    MissingMap { name: &'static str },
+    /// A map operation failed.
+    #[error("{operation} on map {name} failed: {source}")]
+    Map {
+        name: &'static str,
+        operation: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The interface does not exist.
+    #[error("network interface {name} does not exist")]
+    UnknownInterface { name: String },
+    /// Another XDP program is attached to the interface.
+    #[error(
+        "interface {interface} already has an XDP program attached; dnsgate does not replace it \
+         (inspect it with `ip link show {interface}`, detach it with `ip link set {interface} xdp off`)"
+    )]
+    InterfaceBusy { interface: String },
+    /// Attaching failed for another reason.
+    #[error("attaching the XDP program to {interface} failed: {source}")]
+    Attach {
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// The rule table does not fit the map sized at load time.
+    #[error("the rule table needs {needed} buckets but the rule maps hold {capacity}; raise `dataplane.rule_capacity` and restart")]
+    TableTooLarge { needed: usize, capacity: u32 },
+    /// A file system operation failed.
+    #[error("{action} {path} failed: {source}")]
+    System {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pinned maps of a running dataplane were not found.
+    #[error("no pinned dnsgate maps under {path}; is `dnsgate run` running with this --pin-dir?")]
+    NotPinned { path: PathBuf },
+}

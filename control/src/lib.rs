@@ -1,0 +1,15 @@
+//! The dnsgate controller: loads the XDP program, compiles block lists into
+//! its maps, and serves DNS to the LAN over UDP, TCP, TLS, QUIC and HTTPS.
+//!
+//! The binary in `main.rs` is a thin command-line front end over this
+//! library, so the integration tests can drive the same code.
+
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod daemon;
+pub mod dataplane;
+pub mod lists;
+pub mod policy;
+pub mod resolver;
