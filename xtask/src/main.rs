@@ -1,1 +1,40 @@
-fn main() {}
+//! `cargo xtask`: the project tasks cargo cannot do alone.
+
+mod build;
+mod demo;
+mod prereq;
+mod test;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "dnsgate project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the eBPF toolchain if missing, build the eBPF object and the
+    /// release `dnsgate` binary with the object embedded.
+    Build(build::Args),
+    /// Install what the tests need and run every test suite.
+    Test(test::Args),
+    /// Show dnsgate answering blocked names from the kernel in a pair of
+    /// network namespaces.
+    Demo(demo::Args),
+    /// Boot every Debian kernel of the test matrix in QEMU and run the
+    /// dataplane tests inside each.
+    VmTest(vm::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Build(args) => build::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::VmTest(args) => vm::run(args),
+    }
+}
