@@ -26,20 +26,42 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: attach the XDP filter to the LAN interfaces, load the
     /// lists and serve DNS.
-    #[command(after_help = "Example:\n  dnsgate run --lan-iface br-lan --blocklist /etc/dnsgate/ads.txt")]
+    #[command(
+        after_help = "Example:\n  dnsgate run --lan-iface br-lan --blocklist /etc/dnsgate/ads.txt --upstream tls://192.0.2.53:853"
+    )]
     Run(RunArgs),
     /// Print the counters of the running daemon's kernel filter.
     #[command(after_help = "Example:\n  dnsgate stats --json")]
     Stats(StatsArgs),
 }
 
-/// Options of `dnsgate run`.
+/// Options of `dnsgate run`. Options given here add to, or override, the
+/// configuration file's.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// LAN interface to filter (repeatable). A bridge is expanded to its
-    /// member ports.
-    #[arg(long = "lan-iface", value_name = "IF", required = true)]
+    /// Configuration file (TOML). A missing file at the default path means
+    /// all defaults.
+    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// LAN interface to filter and serve (repeatable). A bridge is expanded
+    /// to its member ports.
+    #[arg(long = "lan-iface", value_name = "IF")]
     pub lan_interfaces: Vec<String>,
+    /// Upstream resolver URL (repeatable): udp://, tcp://, tls://, quic://
+    /// or https://, e.g. tls://192.0.2.53:853 or https://dns.example/dns-query.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstreams: Vec<crate::resolver::UpstreamSpec>,
+    /// Extra address to serve DNS on besides the LAN interfaces' own
+    /// (repeatable).
+    #[arg(long = "listen", value_name = "IP")]
+    pub listen: Vec<std::net::IpAddr>,
+    /// Directory for the generated certificate, list caches and custom
+    /// rules (default /var/lib/dnsgate).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Do not attach the XDP program: user space judges every query.
+    #[arg(long)]
+    pub no_xdp: bool,
     /// Block list file (repeatable). The format is detected; force one with
     /// FORMAT:PATH, e.g. hosts:/etc/hosts.block.
     #[arg(long = "blocklist", value_name = "[FORMAT:]PATH", value_parser = parse_blocklist)]
@@ -52,8 +74,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub ignore_kernel_btf: bool,
     /// Number of rule-table buckets in each rule set (eight rules each).
-    #[arg(long, value_name = "N", default_value_t = dnsgate_common::maps::DEFAULT_RULE_BUCKETS)]
-    pub rule_buckets: u32,
+    #[arg(long, value_name = "N")]
+    pub rule_buckets: Option<u32>,
 }
 
 /// Options of `dnsgate stats`.

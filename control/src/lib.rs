@@ -8,8 +8,10 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod lists;
 pub mod policy;
 pub mod resolver;
+pub mod shared_policy;

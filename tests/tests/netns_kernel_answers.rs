@@ -23,7 +23,11 @@ impl Router {
         let bpffs = BpfFs::mount();
         let pin_dir = bpffs.0.join("dnsgate").to_string_lossy().into_owned();
         let mut command = namespace.command(workspace_binary("dnsgate").to_str().unwrap());
-        command.args(["--pin-dir", &pin_dir, "run", "--lan-iface", interface, "--blocklist"]).arg(blocklist);
+        command
+            .args(["--pin-dir", &pin_dir, "run", "--lan-iface", interface, "--state-dir"])
+            .arg(logs.join("state"))
+            .arg("--blocklist")
+            .arg(blocklist);
         let mut daemon = Process::spawn("dnsgate", &mut command, logs);
         let ready = wait_for(Duration::from_secs(20), || {
             daemon.exited() || std::fs::read_to_string(logs.join("dnsgate.err")).is_ok_and(|log| log.contains("dnsgate is running"))

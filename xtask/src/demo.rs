@@ -251,7 +251,7 @@ fn run_steps(demo: &mut Demo, blocklist: &Path, blocked_name: &str, keep: bool) 
     let pid = demo.spawn_in(
         ROUTER_NS,
         &dnsgate,
-        &["--pin-dir", PIN_DIR, "run", "--lan-iface", ROUTER_IF, "--blocklist", &blocklist_arg],
+        &["--pin-dir", PIN_DIR, "run", "--lan-iface", ROUTER_IF, "--state-dir", "target/demo/state", "--blocklist", &blocklist_arg],
         "dnsgate.log",
     )?;
     std::fs::write(Path::new(STATE_DIR).join("dnsgate.pid"), pid.to_string())?;
