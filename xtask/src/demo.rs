@@ -1,10 +1,13 @@
-//! `cargo xtask demo`: dnsgate answering blocked names from the kernel,
-//! shown on one machine with network namespaces and real DNS clients.
+//! `cargo xtask demo`: the whole product on one machine, with network
+//! namespaces and real DNS clients.
 //!
-//! Topology: a client namespace and a router namespace joined by a veth
-//! pair. The router runs `dnsgate run` with the XDP program attached
-//! natively to its end; the client asks with kdig and dig. Every step's
-//! outcome is checked, and the demo exits non-zero if one fails.
+//! Topology: client <-> router <-> upstream, each a namespace joined by veth
+//! pairs. The upstream runs unbound from Debian with a small demo zone,
+//! served over DoT (the machine has no internet, so the demo brings its own
+//! upstream). The router runs `dnsgate run` with the XDP program attached
+//! natively to its LAN end and forwards over DoT. The client asks with kdig,
+//! dig and dnspython. Every step's outcome is checked, and the demo exits
+//! non-zero if one fails.
 
 use std::{
     path::{Path, PathBuf},
@@ -22,10 +25,21 @@ use crate::prereq::{ensure_debian, ensure_ebpf_toolchain, output, run_checked, N
 
 const CLIENT_NS: &str = "dgdemo-client";
 const ROUTER_NS: &str = "dgdemo-router";
+const UPSTREAM_NS: &str = "dgdemo-upstream";
 const CLIENT_IF: &str = "dgdemo-c0";
 const ROUTER_IF: &str = "dgdemo-r0";
+const ROUTER_WAN_IF: &str = "dgdemo-r1";
+const UPSTREAM_IF: &str = "dgdemo-u0";
 const CLIENT_ADDR: &str = "198.18.100.1";
 const ROUTER_ADDR: &str = "198.18.100.2";
+const ROUTER_WAN_ADDR: &str = "198.18.101.1";
+const UPSTREAM_ADDR: &str = "198.18.101.2";
+/// Name and address of the allowed demo record the upstream serves.
+const ALLOWED_NAME: &str = "www.demo.test";
+const ALLOWED_ADDR: &str = "192.0.2.80";
+/// A name whose CNAME points at a name of the demo block list.
+const CLOAKED_NAME: &str = "metrics.demo.test";
+const CLOAK_TARGET: &str = "tracker.example.net";
 /// A bpffs of the demo's own: `ip netns exec` hides the host's
 /// /sys/fs/bpf from the daemon, and `dnsgate stats` outside must see the
 /// daemon's pins.
@@ -49,7 +63,8 @@ pub struct Args {
 fn clean_up() {
     kill_from_pid_file(&Path::new(STATE_DIR).join("dnsgate.pid"));
     kill_from_pid_file(&Path::new(STATE_DIR).join("xdp-pass.pid"));
-    for namespace in [CLIENT_NS, ROUTER_NS] {
+    kill_from_pid_file(&Path::new(STATE_DIR).join("unbound.pid"));
+    for namespace in [CLIENT_NS, ROUTER_NS, UPSTREAM_NS] {
         let _ = Command::new("ip").args(["netns", "del", namespace]).stderr(Stdio::null()).status();
     }
     let _ = Command::new("umount").arg(BPFFS).stderr(Stdio::null()).status();
@@ -222,21 +237,30 @@ pub fn is_root() -> bool {
 }
 
 fn run_steps(demo: &mut Demo, blocklist: &Path, blocked_name: &str, keep: bool) -> Result<()> {
-    demo.step("creating the namespaces: dgdemo-client <-> dgdemo-router")?;
+    demo.step("creating the namespaces: client <-> router <-> upstream")?;
     std::fs::create_dir_all(BPFFS)?;
     run_checked(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
-    run_checked(Command::new("ip").args(["netns", "add", CLIENT_NS]))?;
-    run_checked(Command::new("ip").args(["netns", "add", ROUTER_NS]))?;
-    run_checked(Command::new("ip").args([
-        "link", "add", CLIENT_IF, "netns", CLIENT_NS, "type", "veth", "peer", "name", ROUTER_IF, "netns", ROUTER_NS,
-    ]))?;
-    ip_netns(CLIENT_NS, &["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", CLIENT_IF])?;
-    ip_netns(ROUTER_NS, &["addr", "add", &format!("{ROUTER_ADDR}/24"), "dev", ROUTER_IF])?;
-    for (namespace, interface) in [(CLIENT_NS, CLIENT_IF), (ROUTER_NS, ROUTER_IF)] {
+    for namespace in [CLIENT_NS, ROUTER_NS, UPSTREAM_NS] {
+        run_checked(Command::new("ip").args(["netns", "add", namespace]))?;
         ip_netns(namespace, &["link", "set", "lo", "up"])?;
-        ip_netns(namespace, &["link", "set", interface, "up"])?;
     }
-    println!("   client {CLIENT_ADDR} on {CLIENT_IF}, router {ROUTER_ADDR} on {ROUTER_IF}");
+    for (left_ns, left_if, left_addr, right_ns, right_if, right_addr) in [
+        (CLIENT_NS, CLIENT_IF, CLIENT_ADDR, ROUTER_NS, ROUTER_IF, ROUTER_ADDR),
+        (ROUTER_NS, ROUTER_WAN_IF, ROUTER_WAN_ADDR, UPSTREAM_NS, UPSTREAM_IF, UPSTREAM_ADDR),
+    ] {
+        run_checked(Command::new("ip").args([
+            "link", "add", left_if, "netns", left_ns, "type", "veth", "peer", "name", right_if, "netns", right_ns,
+        ]))?;
+        ip_netns(left_ns, &["addr", "add", &format!("{left_addr}/24"), "dev", left_if])?;
+        ip_netns(right_ns, &["addr", "add", &format!("{right_addr}/24"), "dev", right_if])?;
+        ip_netns(left_ns, &["link", "set", left_if, "up"])?;
+        ip_netns(right_ns, &["link", "set", right_if, "up"])?;
+    }
+    println!("   client {CLIENT_ADDR} -- {ROUTER_ADDR} router {ROUTER_WAN_ADDR} -- {UPSTREAM_ADDR} upstream");
+
+    demo.step("starting the upstream: unbound with the demo zone over DoT")?;
+    start_upstream(demo)?;
+    println!("   unbound serves demo.test. on {UPSTREAM_ADDR} port 53 and DoT port 853, nothing else");
 
     demo.step("attaching a pass-through XDP program to the client's veth end")?;
     println!("   (veth delivers a native XDP_TX frame only to a peer running XDP; a real NIC needs no such thing)");
@@ -246,19 +270,16 @@ fn run_steps(demo: &mut Demo, blocklist: &Path, blocked_name: &str, keep: bool) 
     wait_for_log(demo, "xdp-pass.log", "attached", Duration::from_secs(30))?;
 
     demo.step(&format!("starting dnsgate in the router namespace with {}", blocklist.display()))?;
+    let config_path = write_router_config(blocklist)?;
     let dnsgate = demo.dnsgate.clone();
-    let blocklist_arg = blocklist.to_string_lossy().into_owned();
-    let pid = demo.spawn_in(
-        ROUTER_NS,
-        &dnsgate,
-        &["--pin-dir", PIN_DIR, "run", "--lan-iface", ROUTER_IF, "--state-dir", "target/demo/state", "--blocklist", &blocklist_arg],
-        "dnsgate.log",
-    )?;
+    let config_arg = config_path.to_string_lossy().into_owned();
+    let pid = demo.spawn_in(ROUTER_NS, &dnsgate, &["--pin-dir", PIN_DIR, "run", "--config", &config_arg], "dnsgate.log")?;
     std::fs::write(Path::new(STATE_DIR).join("dnsgate.pid"), pid.to_string())?;
-    let log = wait_for_log(demo, "dnsgate.log", "dnsgate is running", Duration::from_secs(120))?;
+    let log = wait_for_log(demo, "dnsgate.log", "dnsgate is running", Duration::from_secs(300))?;
     for line in log.lines().filter(|line| line.contains("list loaded") || line.contains("attached")) {
         println!("   {line}");
     }
+    println!("   configuration: {}", config_path.display());
 
     demo.step(&format!("a blocked name, {blocked_name}, answered by the kernel"))?;
     let before = demo.stats()?;
@@ -274,15 +295,163 @@ fn run_steps(demo: &mut Demo, blocklist: &Path, blocked_name: &str, keep: bool) 
     println!("   dig  @{ROUTER_ADDR} {blocked_name} AAAA  ->  {:?}", answer.trim());
     demo.expect("the blocked AAAA query gets ::", answer.trim() == "::", answer.trim());
     let after = demo.stats()?;
-    let blocked = |stats: &serde_json::Value| stats["dataplane"]["blocked"].as_u64().unwrap_or(0);
-    println!("   kernel counter 'blocked': {} before, {} after", blocked(&before), blocked(&after));
-    demo.expect("the kernel counted both answers", blocked(&after) - blocked(&before) == 2, "counter delta");
+    let counter = |stats: &serde_json::Value, name: &str| stats["dataplane"][name].as_u64().unwrap_or(0);
+    println!(
+        "   kernel counter 'blocked': {} before, {} after",
+        counter(&before, "blocked"),
+        counter(&after, "blocked")
+    );
+    demo.expect(
+        "the kernel counted both answers",
+        counter(&after, "blocked") - counter(&before, "blocked") == 2,
+        "counter delta",
+    );
+
+    demo.step(&format!("an allowed name, {ALLOWED_NAME}, resolved through the encrypted upstream"))?;
+    let before = demo.stats()?;
+    let answer = kdig(CLIENT_NS, &[ALLOWED_NAME, "A"]);
+    println!("   kdig @{ROUTER_ADDR} {ALLOWED_NAME} A  ->  {answer:?}");
+    demo.expect("the allowed name resolves", answer == ALLOWED_ADDR, &answer);
+    let after = demo.stats()?;
+    demo.expect(
+        "the kernel passed it on to user space",
+        counter(&after, "allowed") > counter(&before, "allowed"),
+        "allowed counter did not move",
+    );
+    let upstream_log = std::fs::read_to_string(Path::new(STATE_DIR).join("upstream/unbound.log")).unwrap_or_default();
+    demo.expect(
+        "the upstream saw the query",
+        upstream_log.contains(&format!("{ALLOWED_NAME}. A IN")),
+        "not in unbound's query log",
+    );
+
+    demo.step("the same name over DoT, DoQ and DoH from the client")?;
+    let ca = std::fs::canonicalize(Path::new(STATE_DIR).join("state/tls/cert.pem"))?;
+    let ca_arg = format!("+tls-ca={}", ca.display());
+    for (label, transport) in [("DoT", "+tls"), ("DoQ", "+quic"), ("DoH", "+https")] {
+        let answer = kdig(CLIENT_NS, &[transport, &ca_arg, ALLOWED_NAME, "A"]);
+        println!("   kdig {transport} @{ROUTER_ADDR} {ALLOWED_NAME}  ->  {answer:?}");
+        demo.expect(&format!("{label} answers with the upstream's address"), answer == ALLOWED_ADDR, &answer);
+    }
+    let answer = kdig(CLIENT_NS, &["+tls", &ca_arg, blocked_name, "A"]);
+    println!("   kdig +tls @{ROUTER_ADDR} {blocked_name}  ->  {answer:?}");
+    demo.expect("DoT gets the same blocked answer from user space", answer == "0.0.0.0", &answer);
+
+    demo.step(&format!("a CNAME-cloaked name: {CLOAKED_NAME} is a CNAME for the blocked {CLOAK_TARGET}"))?;
+    let answer = kdig(CLIENT_NS, &[CLOAKED_NAME, "A"]);
+    println!("   kdig @{ROUTER_ADDR} {CLOAKED_NAME} A  ->  {answer:?}");
+    demo.expect("the cloaked name is blocked", answer == "0.0.0.0", &answer);
+
+    demo.step("DDR: the client discovers the router's encrypted endpoints")?;
+    let answer = kdig(CLIENT_NS, &["-t", "SVCB", "_dns.resolver.arpa"]);
+    for line in answer.lines() {
+        println!("   {line}");
+    }
+    demo.expect("_dns.resolver.arpa has SVCB records", answer.lines().any(|line| line.contains("alpn")), &answer);
 
     demo.step("dnsgate stats")?;
     let stats = output(Command::new(&demo.dnsgate).args(["--pin-dir", PIN_DIR, "stats"])).unwrap_or_default();
     print!("{stats}");
     let _ = keep;
     Ok(())
+}
+
+/// Writes the demo zone's unbound configuration and a certificate made with
+/// openssl, then starts unbound in the upstream namespace.
+fn start_upstream(demo: &mut Demo) -> Result<()> {
+    let dir = std::fs::canonicalize(STATE_DIR)?.join("upstream");
+    std::fs::create_dir_all(&dir)?;
+    run_checked(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "7"])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .args(["-subj", "/CN=upstream.demo.test"])
+            .args(["-addext", &format!("subjectAltName=DNS:upstream.demo.test,IP:{UPSTREAM_ADDR}")])
+            .stderr(Stdio::null()),
+    )?;
+    let d = dir.display();
+    let config = format!(
+        r#"server:
+    username: ""
+    chroot: ""
+    directory: "{d}"
+    pidfile: "{d}/unbound.pid"
+    use-syslog: no
+    logfile: "{d}/unbound.log"
+    log-queries: yes
+    do-daemonize: no
+    num-threads: 1
+    interface: {UPSTREAM_ADDR}@53
+    interface: {UPSTREAM_ADDR}@853
+    tls-port: 853
+    tls-service-key: "{d}/key.pem"
+    tls-service-pem: "{d}/cert.pem"
+    access-control: 0.0.0.0/0 allow
+    do-not-query-localhost: yes
+    module-config: "iterator"
+    local-zone: "." refuse
+    local-zone: "demo.test." static
+    local-data: "{ALLOWED_NAME}. 300 IN A {ALLOWED_ADDR}"
+    local-data: "{CLOAKED_NAME}. 300 IN CNAME {CLOAK_TARGET}."
+    local-data: "upstream.demo.test. 300 IN A {UPSTREAM_ADDR}"
+remote-control:
+    control-enable: no
+"#
+    );
+    let config_path = dir.join("unbound.conf");
+    std::fs::write(&config_path, config)?;
+    let unbound = PathBuf::from("/usr/sbin/unbound");
+    let config_arg = config_path.to_string_lossy().into_owned();
+    let pid = demo.spawn_in(UPSTREAM_NS, &unbound, &["-d", "-c", &config_arg], "unbound.out")?;
+    std::fs::write(Path::new(STATE_DIR).join("unbound.pid"), pid.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        demo.check_interrupted()?;
+        let answer = output(
+            Command::new("ip")
+                .args(["netns", "exec", ROUTER_NS, "kdig", &format!("@{UPSTREAM_ADDR}"), "+short", "+timeout=1"])
+                .args(["+retry=0", ALLOWED_NAME]),
+        )
+        .unwrap_or_default();
+        if answer.trim() == ALLOWED_ADDR {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(Path::new(STATE_DIR).join("unbound.out")).unwrap_or_default();
+            bail!("unbound did not start in the upstream namespace:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The router's configuration: the LAN port, the list, and the upstream
+/// over DoT with the demo CA.
+fn write_router_config(blocklist: &Path) -> Result<PathBuf> {
+    let dir = std::fs::canonicalize(STATE_DIR)?;
+    let text = format!(
+        r#"state_dir = "{state}"
+
+[dataplane]
+lan_interfaces = ["{ROUTER_IF}"]
+
+[[lists]]
+location = "{list}"
+
+[[resolver.upstreams]]
+url = "tls://{UPSTREAM_ADDR}:853"
+tls_name = "upstream.demo.test"
+ca_file = "{ca}"
+"#,
+        state = dir.join("state").display(),
+        list = blocklist.display(),
+        ca = dir.join("upstream/cert.pem").display(),
+    );
+    let path = dir.join("dnsgate.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 /// Waits until a child's log contains `marker`; fails early if a child
@@ -307,6 +476,8 @@ fn wait_for_log(demo: &mut Demo, log: &str, marker: &str, timeout: Duration) -> 
 fn print_keep_help() {
     println!("\n== the topology keeps running; explore it with:");
     println!("   ip netns exec {CLIENT_NS} kdig @{ROUTER_ADDR} doubleclick.net");
+    println!("   ip netns exec {CLIENT_NS} kdig +tls @{ROUTER_ADDR} {ALLOWED_NAME}");
+    println!("   ip netns exec {CLIENT_NS} kdig -t SVCB @{ROUTER_ADDR} _dns.resolver.arpa");
     println!("   ip netns exec {CLIENT_NS} dig @{ROUTER_ADDR} ads.example.com AAAA");
     println!("   target/release/dnsgate --pin-dir {PIN_DIR} stats");
     println!("   ip netns exec {ROUTER_NS} bpftool net show");

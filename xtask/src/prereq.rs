@@ -64,10 +64,25 @@ pub fn ensure_debian(tools: &[(&str, &str)]) -> Result<()> {
     }
     eprintln!("xtask: installing Debian packages with apt-get: {}", missing.join(" "));
     run_checked(Command::new("apt-get").args(["update", "-qq"]))?;
-    run_checked(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    // Daemons such as unbound must not start as services on this machine:
+    // the tests run their own copies with local data only. A policy-rc.d
+    // that exits 101 tells the packages' scripts not to start anything.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let placed_policy = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+    if placed_policy {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755));
+    }
+    let result = run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
+    if placed_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
 }
 
 /// Installs PyPI packages whose modules cannot be imported.
@@ -116,4 +131,7 @@ pub const NAMESPACE_TOOLS: &[(&str, &str)] = &[
     ("kdig", "knot-dnsutils"),
     ("dig", "bind9-dnsutils"),
     ("bpftool", "bpftool"),
+    ("unbound", "unbound"),
+    ("openssl", "openssl"),
+    ("tcpdump", "tcpdump"),
 ];
