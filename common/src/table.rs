@@ -88,12 +88,14 @@ impl RuleTable {
                     return Err(full);
                 }
                 kicks += 1;
-                // Evict a random slot of one of the two buckets and carry its
-                // entry to that entry's other bucket.
+                // Evict a random slot of `bucket` (one of the entry's two
+                // buckets) and carry the evicted entry on to its other one.
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                bucket = if bucket == a { b } else { a };
+                if bucket != a && bucket != b {
+                    bucket = a;
+                }
                 let slot = (rng % BUCKET_SLOTS as u64) as usize;
                 let row = bucket as usize;
                 let evicted_key = keys[row][slot];
@@ -145,6 +147,15 @@ mod tests {
         }
         let absent = (100_000..200_000u64).filter(|&i| table_lookup(&table.buckets, mix64(i)).is_some());
         assert_eq!(absent.count(), 0);
+    }
+
+    #[test]
+    fn million_rules_fit_at_target_load() {
+        let rules: Vec<_> = (0..1_000_000u64).map(|i| (mix64(i ^ 0x5555), value())).collect();
+        let buckets = buckets_for(rules.len());
+        let table = RuleTable::build(&rules, buckets).expect("1M random keys fit at 90 % load");
+        assert_eq!(table.buckets.len(), buckets as usize);
+        assert_eq!(table.rules, rules.len());
     }
 
     #[test]

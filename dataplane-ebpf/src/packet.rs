@@ -55,7 +55,11 @@ pub fn load_u8(ctx: &XdpContext, offset: usize) -> Option<u8> {
 pub fn load_u16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     let ptr = ptr_at::<[u8; 2]>(ctx, offset)?;
     // SAFETY: `ptr_at` checked that both bytes lie inside the frame.
-    Some(u16::from_be_bytes(unsafe { *ptr }))
+    let value = u16::from_be_bytes(unsafe { *ptr });
+    // Verifiers before 6.18 treat the result of a byte swap as unbounded
+    // and then reject pointer arithmetic with it (seen on 5.10 and 6.12).
+    // The mask restores the bound; `opaque` keeps LLVM from dropping it.
+    Some((opaque(value as usize) & 0xffff) as u16)
 }
 
 /// Reads `N` bytes.
