@@ -14,8 +14,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use dnsgate::lists::{load_and_compile, Budget, ListFormat, ListRole, SourceSpec};
+use anyhow::{Context, Result, bail};
+use dnsgate::lists::{Budget, ListFormat, ListRole, SourceSpec, load_and_compile};
 use dnsgate::policy::Policy;
 
 const TOP_LEVEL: [&str; 8] = ["com", "net", "org", "io", "info", "xyz", "de", "co.uk"];
@@ -50,22 +50,34 @@ fn write_list(path: &std::path::Path, names: u64, format: ListFormat) -> Result<
 /// Peak resident set size of this process so far, in bytes.
 fn peak_rss_bytes() -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:")).context("VmHWM missing")?;
-    let kib: u64 = line.split_whitespace().nth(1).context("VmHWM value missing")?.parse()?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .context("VmHWM missing")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value missing")?
+        .parse()?;
     Ok(kib * 1024)
 }
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let names: u64 = match args.next() {
-        Some(text) => text.parse().with_context(|| format!("invalid name count {text:?}"))?,
+        Some(text) => text
+            .parse()
+            .with_context(|| format!("invalid name count {text:?}"))?,
         None => 1_000_000,
     };
     let format: ListFormat = match args.next() {
         Some(text) => text.parse()?,
         None => ListFormat::Domains,
     };
-    if !matches!(format, ListFormat::Domains | ListFormat::Adblock | ListFormat::Hosts) {
+    if !matches!(
+        format,
+        ListFormat::Domains | ListFormat::Adblock | ListFormat::Hosts
+    ) {
         bail!("the benchmark writes domains, adblock or hosts lists, not {format}");
     }
 
@@ -77,7 +89,11 @@ fn main() -> Result<()> {
     // Writing 5 resets VmHWM to the current RSS (Linux 4.0 and later).
     std::fs::write("/proc/self/clear_refs", "5").context("reset the peak RSS counter")?;
     let start = Instant::now();
-    let spec = SourceSpec::new(path.to_str().context("non-UTF-8 temporary path")?, format, ListRole::Block);
+    let spec = SourceSpec::new(
+        path.to_str().context("non-UTF-8 temporary path")?,
+        format,
+        ListRole::Block,
+    );
     let compiled = load_and_compile(&[spec], &Budget::default())?;
     let compile_seconds = start.elapsed().as_secs_f64();
     let kernel_entries = compiled.kernel_entries.len();

@@ -5,16 +5,20 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use dnsgate::lists::{load_and_compile, Budget, ListFormat, ListRole, SourceReport, SourceSpec};
+use dnsgate::lists::{Budget, ListFormat, ListRole, SourceReport, SourceSpec, load_and_compile};
 use dnsgate::policy::{Decision, Policy, RulePlace, RuleStatus};
 use dnsgate_common::name::name_key;
-use dnsgate_common::rules::{RuleValue, ACTION_ALLOW, ACTION_BLOCK, ACTION_NONE, ALL_GROUPS, DEFAULT_CLIENT_GROUPS};
+use dnsgate_common::rules::{
+    ACTION_ALLOW, ACTION_BLOCK, ACTION_NONE, ALL_GROUPS, DEFAULT_CLIENT_GROUPS, RuleValue,
+};
 
 const A: u16 = 1;
 const AAAA: u16 = 28;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lists").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lists")
+        .join(name)
 }
 
 fn specs(dir: &Path) -> Vec<SourceSpec> {
@@ -32,7 +36,9 @@ fn specs(dir: &Path) -> Vec<SourceSpec> {
     ];
     sources
         .iter()
-        .map(|(file, format, role)| SourceSpec::new(dir.join(file).to_str().unwrap(), *format, *role))
+        .map(|(file, format, role)| {
+            SourceSpec::new(dir.join(file).to_str().unwrap(), *format, *role)
+        })
         .collect()
 }
 
@@ -54,8 +60,14 @@ fn block_at(rule_label: usize) -> Decision {
 
 fn rewrite(v4: &[&str], v6: &[&str]) -> Decision {
     Decision::Rewrite {
-        v4: v4.iter().map(|address| address.parse::<Ipv4Addr>().unwrap()).collect(),
-        v6: v6.iter().map(|address| address.parse::<Ipv6Addr>().unwrap()).collect(),
+        v4: v4
+            .iter()
+            .map(|address| address.parse::<Ipv4Addr>().unwrap())
+            .collect(),
+        v6: v6
+            .iter()
+            .map(|address| address.parse::<Ipv6Addr>().unwrap())
+            .collect(),
     }
 }
 
@@ -74,7 +86,11 @@ fn expectations() -> Vec<(&'static str, u16, Decision)> {
         ("HOSTS-UPPER.example.", A, block()),
         ("xn--bcher-hosts-thb.example", A, block()),
         ("_under_score.example", A, block()),
-        ("nas.hosts.example", A, rewrite(&["192.0.2.10"], &["2001:db8::10"])),
+        (
+            "nas.hosts.example",
+            A,
+            rewrite(&["192.0.2.10"], &["2001:db8::10"]),
+        ),
         ("localhost", A, Decision::NoMatch),
         ("broadcasthost", A, Decision::NoMatch),
         ("hosts-c.example", A, Decision::NoMatch),
@@ -167,7 +183,9 @@ fn check_decisions(policy: &Policy) {
     for (name, qtype, expected) in expectations() {
         let decision = policy.decide(name, qtype, DEFAULT_CLIENT_GROUPS);
         if decision != expected {
-            wrong.push(format!("{name} type {qtype}: expected {expected:?}, got {decision:?}"));
+            wrong.push(format!(
+                "{name} type {qtype}: expected {expected:?}, got {decision:?}"
+            ));
         }
     }
     assert!(wrong.is_empty(), "wrong decisions:\n{}", wrong.join("\n"));
@@ -191,7 +209,10 @@ fn bom_and_crlf_change_nothing() {
 }
 
 fn report_of<'a>(reports: &'a [SourceReport], file: &str) -> &'a SourceReport {
-    reports.iter().find(|report| report.name.ends_with(file)).unwrap()
+    reports
+        .iter()
+        .find(|report| report.name.ends_with(file))
+        .unwrap()
 }
 
 fn lines_of(summary: &dnsgate::lists::IssueSummary) -> Vec<u32> {
@@ -218,7 +239,11 @@ fn fixture_reports_count_bad_lines() {
     assert_eq!(lines_of(&adblock.unsupported), vec![21, 22, 23, 24, 25]);
     assert_eq!(lines_of(&adblock.invalid), vec![28]);
     assert_eq!(adblock.disabled_by_badfilter, 1);
-    assert!(adblock.unsupported.examples[0].reason.contains("cosmetic"), "{:?}", adblock.unsupported);
+    assert!(
+        adblock.unsupported.examples[0].reason.contains("cosmetic"),
+        "{:?}",
+        adblock.unsupported
+    );
 
     let pihole = report_of(reports, "pihole.txt");
     assert_eq!(lines_of(&pihole.unsupported), vec![4]);
@@ -242,14 +267,32 @@ fn fixture_reports_count_bad_lines() {
 fn overlay_rules_apply_at_once() {
     let mut policy = policy_from(&fixture(""));
     let overlay = [
-        (name_key("overlay-block.example").unwrap(), RuleValue::new(ACTION_BLOCK, ACTION_BLOCK, ALL_GROUPS)),
-        (name_key("hosts-b.example").unwrap(), RuleValue::new(ACTION_ALLOW, ACTION_NONE, ALL_GROUPS)),
-        (name_key("group-two.example").unwrap(), RuleValue::new(ACTION_BLOCK, ACTION_NONE, 0x02)),
+        (
+            name_key("overlay-block.example").unwrap(),
+            RuleValue::new(ACTION_BLOCK, ACTION_BLOCK, ALL_GROUPS),
+        ),
+        (
+            name_key("hosts-b.example").unwrap(),
+            RuleValue::new(ACTION_ALLOW, ACTION_NONE, ALL_GROUPS),
+        ),
+        (
+            name_key("group-two.example").unwrap(),
+            RuleValue::new(ACTION_BLOCK, ACTION_NONE, 0x02),
+        ),
     ];
     policy.set_overlay(overlay.into_iter().collect());
-    assert_eq!(policy.decide("x.overlay-block.example", A, DEFAULT_CLIENT_GROUPS), block_at(1));
-    assert_eq!(policy.decide("hosts-b.example", A, DEFAULT_CLIENT_GROUPS), Decision::Allow);
-    assert_eq!(policy.decide("group-two.example", A, DEFAULT_CLIENT_GROUPS), Decision::NoMatch);
+    assert_eq!(
+        policy.decide("x.overlay-block.example", A, DEFAULT_CLIENT_GROUPS),
+        block_at(1)
+    );
+    assert_eq!(
+        policy.decide("hosts-b.example", A, DEFAULT_CLIENT_GROUPS),
+        Decision::Allow
+    );
+    assert_eq!(
+        policy.decide("group-two.example", A, DEFAULT_CLIENT_GROUPS),
+        Decision::NoMatch
+    );
     assert_eq!(policy.decide("group-two.example", A, 0x02), block());
 }
 
@@ -259,13 +302,28 @@ fn explain_names_rule_source_and_line() {
 
     let explanation = policy.explain("sub.ab-important.example", A, DEFAULT_CLIENT_GROUPS);
     assert_eq!(explanation.decision, block_at(1));
-    let decisive: Vec<_> = explanation.rules.iter().filter(|rule| rule.decisive).collect();
+    let decisive: Vec<_> = explanation
+        .rules
+        .iter()
+        .filter(|rule| rule.decisive)
+        .collect();
     assert_eq!(decisive.len(), 1, "{explanation:#?}");
-    assert_eq!(decisive[0].text.as_deref(), Some("||ab-important.example^$important"));
+    assert_eq!(
+        decisive[0].text.as_deref(),
+        Some("||ab-important.example^$important")
+    );
     assert_eq!(decisive[0].line, Some(9));
     assert!(decisive[0].source.ends_with("adblock.txt"));
-    assert_eq!(decisive[0].place, RulePlace::UserSpace, "the exception moved the key to user space");
-    let exception = explanation.rules.iter().find(|rule| rule.line == Some(10)).expect("the exception is listed");
+    assert_eq!(
+        decisive[0].place,
+        RulePlace::UserSpace,
+        "the exception moved the key to user space"
+    );
+    let exception = explanation
+        .rules
+        .iter()
+        .find(|rule| rule.line == Some(10))
+        .expect("the exception is listed");
     assert!(!exception.decisive);
 
     let explanation = policy.explain("ab-bad.example", A, DEFAULT_CLIENT_GROUPS);
@@ -274,7 +332,11 @@ fn explain_names_rule_source_and_line() {
     assert_eq!(explanation.rules[0].status, RuleStatus::DisabledByBadfilter);
 
     let explanation = policy.explain("ab-regex3.example", A, DEFAULT_CLIENT_GROUPS);
-    let regex = explanation.rules.iter().find(|rule| rule.decisive).expect("a decisive regex rule");
+    let regex = explanation
+        .rules
+        .iter()
+        .find(|rule| rule.decisive)
+        .expect("a decisive regex rule");
     assert_eq!(regex.text.as_deref(), Some(r"/^ab-regex[0-9]+\.example$/"));
     assert_eq!(regex.place, RulePlace::UserSpace);
     assert_eq!(explanation.kernel_verdict, "no_match");
@@ -287,19 +349,36 @@ fn explain_names_rule_source_and_line() {
 
 #[test]
 fn budget_rejects_oversized_set() {
-    let budget = Budget { max_kernel_table_bytes: 64, max_user_space_rules: 100 };
+    let budget = Budget {
+        max_kernel_table_bytes: 64,
+        max_user_space_rules: 100,
+    };
     let error = load_and_compile(&specs(&fixture("")), &budget).unwrap_err();
     let message = error.to_string();
     assert!(message.contains("bytes of kernel table"), "{message}");
 
-    let budget = Budget { max_kernel_table_bytes: 1 << 20, max_user_space_rules: 3 };
-    let message = load_and_compile(&specs(&fixture("")), &budget).unwrap_err().to_string();
+    let budget = Budget {
+        max_kernel_table_bytes: 1 << 20,
+        max_user_space_rules: 3,
+    };
+    let message = load_and_compile(&specs(&fixture("")), &budget)
+        .unwrap_err()
+        .to_string();
     assert!(message.contains("user-space rules"), "{message}");
 }
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let spec = SourceSpec::new("/nonexistent/dnsgate-list.txt", ListFormat::Auto, ListRole::Block);
-    let message = load_and_compile(&[spec], &Budget::default()).unwrap_err().to_string();
-    assert!(message.contains("/nonexistent/dnsgate-list.txt"), "{message}");
+    let spec = SourceSpec::new(
+        "/nonexistent/dnsgate-list.txt",
+        ListFormat::Auto,
+        ListRole::Block,
+    );
+    let message = load_and_compile(&[spec], &Budget::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("/nonexistent/dnsgate-list.txt"),
+        "{message}"
+    );
 }

@@ -11,16 +11,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dnsgate::lists::{detect_format, load_and_compile, Budget, ListFormat, ListRole, SourceReport, SourceSpec};
+use dnsgate::lists::{
+    Budget, ListFormat, ListRole, SourceReport, SourceSpec, detect_format, load_and_compile,
+};
 use dnsgate::policy::{Decision, Policy};
 
 fn blocklist_dir() -> Option<PathBuf> {
-    let beside_repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/blocklists");
+    let beside_repository =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/blocklists");
     let dir = std::env::var_os("DNSGATE_BLOCKLIST_DIR").map_or(beside_repository, PathBuf::from);
     if dir.is_dir() {
         return Some(dir);
     }
-    let message = format!("block list directory {} is missing; set DNSGATE_BLOCKLIST_DIR", dir.display());
+    let message = format!(
+        "block list directory {} is missing; set DNSGATE_BLOCKLIST_DIR",
+        dir.display()
+    );
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{message}");
     }
@@ -96,13 +102,24 @@ fn python_counts(path: &Path, format: ListFormat, role: ListRole) -> Counts {
     let output = Command::new("python3")
         .arg(&script)
         .arg(format.to_string())
-        .arg(if role == ListRole::Allow { "allow" } else { "block" })
+        .arg(if role == ListRole::Allow {
+            "allow"
+        } else {
+            "block"
+        })
         .arg(path)
         .output()
         .expect("run python3 (needed by this test)");
-    assert!(output.status.success(), "count_rules.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "count_rules.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8(output.stdout).expect("UTF-8 output");
-    let numbers: Vec<u64> = text.split_ascii_whitespace().map(|field| field.parse().expect("a count")).collect();
+    let numbers: Vec<u64> = text
+        .split_ascii_whitespace()
+        .map(|field| field.parse().expect("a count"))
+        .collect();
     assert_eq!(numbers.len(), 7, "unexpected counter output {text:?}");
     Counts {
         lines: numbers[0],
@@ -121,12 +138,27 @@ fn real_lists_match_independent_counts() {
         return;
     };
     let files = list_files(&dir);
-    assert!(files.len() >= 20, "expected the full set of real lists in {}, found {}", dir.display(), files.len());
+    assert!(
+        files.len() >= 20,
+        "expected the full set of real lists in {}, found {}",
+        dir.display(),
+        files.len()
+    );
 
     let mut mismatches = Vec::new();
     println!(
         "{:<62} {:>8} {:>8} {:>8} {:>7} {:>6} {:>6} {:>7} {:>7} {:>8} {:>6}",
-        "file", "format", "lines", "accepted", "invalid", "unsup", "ignored", "dups", "covered", "kernel", "user"
+        "file",
+        "format",
+        "lines",
+        "accepted",
+        "invalid",
+        "unsup",
+        "ignored",
+        "dups",
+        "covered",
+        "kernel",
+        "user"
     );
     for (path, format, role) in &files {
         let spec = SourceSpec::new(path.to_str().expect("UTF-8 path"), *format, *role);
@@ -167,13 +199,20 @@ fn real_lists_match_independent_counts() {
             "{file_name}: {placed} rules placed, more than the {} accepted",
             report.accepted
         );
-        assert!(badfilters <= 10, "{file_name}: {badfilters} accepted rules are neither placed nor badfilters");
+        assert!(
+            badfilters <= 10,
+            "{file_name}: {badfilters} accepted rules are neither placed nor badfilters"
+        );
         assert!(
             report.invalid.examples.len() as u64 == report.invalid.count.min(10),
             "{file_name}: invalid examples missing"
         );
     }
-    assert!(mismatches.is_empty(), "counts differ:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "counts differ:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -196,7 +235,12 @@ fn all_lists_together_decide_known_names() {
     };
     // A subset that meets every cross-source case below keeps this test
     // quick in debug builds; the test above loads every file.
-    let wanted = ["adblock_hagezi-pro", "adblock-allowlist_hagezi", "pihole-regex", "hosts_stevenblack"];
+    let wanted = [
+        "adblock_hagezi-pro",
+        "adblock-allowlist_hagezi",
+        "pihole-regex",
+        "hosts_stevenblack",
+    ];
     let specs: Vec<SourceSpec> = list_files(&dir)
         .into_iter()
         .filter(|(path, _, _)| {
@@ -213,17 +257,38 @@ fn all_lists_together_decide_known_names() {
     let policy = Policy::new(compiled).expect("table builds");
 
     // `||0.beer^` in HaGeZi Pro: the name and its subtree.
-    assert!(matches!(policy.decide("0.beer", 1, 1), Decision::Block { .. }));
-    assert!(matches!(policy.decide("www.deep.0.beer", 1, 1), Decision::Block { .. }));
+    assert!(matches!(
+        policy.decide("0.beer", 1, 1),
+        Decision::Block { .. }
+    ));
+    assert!(matches!(
+        policy.decide("www.deep.0.beer", 1, 1),
+        Decision::Block { .. }
+    ));
     // An exception in HaGeZi's referral allowlist beats the blocks.
     assert_eq!(policy.decide("1aurl.io", 1, 1), Decision::Allow);
     // A Pi-hole regex (`^(www[0-9]*\.)?xn--`) blocks punycode names in user space.
-    assert!(matches!(policy.decide("xn--80ak6aa92e.com", 1, 1), Decision::Block { rule_label: 0 }));
+    assert!(matches!(
+        policy.decide("xn--80ak6aa92e.com", 1, 1),
+        Decision::Block { rule_label: 0 }
+    ));
     // Names no list mentions pass.
-    assert_eq!(policy.decide("dnsgate-test-unlisted.example", 1, 1), Decision::NoMatch);
+    assert_eq!(
+        policy.decide("dnsgate-test-unlisted.example", 1, 1),
+        Decision::NoMatch
+    );
 
     let explanation = policy.explain("www.deep.0.beer", 1, 1);
-    let decisive: Vec<_> = explanation.rules.iter().filter(|rule| rule.decisive).collect();
+    let decisive: Vec<_> = explanation
+        .rules
+        .iter()
+        .filter(|rule| rule.decisive)
+        .collect();
     assert!(!decisive.is_empty(), "{explanation:?}");
-    assert!(decisive.iter().any(|rule| rule.text.as_deref() == Some("||0.beer^")), "{explanation:#?}");
+    assert!(
+        decisive
+            .iter()
+            .any(|rule| rule.text.as_deref() == Some("||0.beer^")),
+        "{explanation:#?}"
+    );
 }

@@ -25,7 +25,7 @@ use super::hosts;
 use super::name::normalize;
 use super::regex_rule::glob_to_regex;
 use super::rule::{
-    parse_host_address, Action, LineOutcome, LineParser, ParsedRule, Pattern, QtypeFilter, Scope,
+    Action, LineOutcome, LineParser, ParsedRule, Pattern, QtypeFilter, Scope, parse_host_address,
 };
 
 /// Parser for adblock-style lists.
@@ -33,25 +33,36 @@ use super::rule::{
 pub struct AdblockParser;
 
 /// Markers of cosmetic and HTML-filtering rules.
-const COSMETIC_MARKERS: &[&str] = &["##", "#@#", "#?#", "#@?#", "#$#", "#@$#", "#%#", "#@%#", "$$", "$@$"];
+const COSMETIC_MARKERS: &[&str] = &[
+    "##", "#@#", "#?#", "#@?#", "#$#", "#@$#", "#%#", "#@%#", "$$", "$@$",
+];
 
 impl LineParser for AdblockParser {
-    fn parse_line<'a>(&mut self, line: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome {
+    fn parse_line<'a>(
+        &mut self,
+        line: &'a str,
+        emit: &mut dyn FnMut(ParsedRule<'a>),
+    ) -> LineOutcome {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('!') || (line.starts_with('[') && line.ends_with(']')) {
+        if line.is_empty()
+            || line.starts_with('!')
+            || (line.starts_with('[') && line.ends_with(']'))
+        {
             return LineOutcome::Skipped;
         }
         if let Some(marker) = cosmetic_marker(line) {
-            return LineOutcome::Unsupported(format!("cosmetic rule ({marker}) acts on page content, not on names"));
+            return LineOutcome::Unsupported(format!(
+                "cosmetic rule ({marker}) acts on page content, not on names"
+            ));
         }
         if line.starts_with('#') {
             return LineOutcome::Skipped;
         }
-        if let Some((first, rest)) = line.split_once(|ch: char| ch.is_ascii_whitespace()) {
-            if let Some(address) = parse_host_address(first) {
-                let names = rest.split_once('#').map_or(rest, |(names, _comment)| names);
-                return hosts::parse_names(address, names.split_ascii_whitespace(), emit);
-            }
+        if let Some((first, rest)) = line.split_once(|ch: char| ch.is_ascii_whitespace())
+            && let Some(address) = parse_host_address(first)
+        {
+            let names = rest.split_once('#').map_or(rest, |(names, _comment)| names);
+            return hosts::parse_names(address, names.split_ascii_whitespace(), emit);
         }
 
         let (allow, body) = match line.strip_prefix("@@") {
@@ -67,7 +78,10 @@ impl LineParser for AdblockParser {
             Err(outcome) => return outcome,
         };
         let pattern = match pattern {
-            RawPattern::Regex(expression) => Pattern::Regex { expression: expression.to_owned(), inverted: false },
+            RawPattern::Regex(expression) => Pattern::Regex {
+                expression: expression.to_owned(),
+                inverted: false,
+            },
             RawPattern::Glob(glob) => match parse_glob(glob) {
                 Ok(pattern) => pattern,
                 Err(outcome) => return outcome,
@@ -90,13 +104,19 @@ impl LineParser for AdblockParser {
 }
 
 fn cosmetic_marker(line: &str) -> Option<&'static str> {
-    COSMETIC_MARKERS.iter().copied().find(|marker| match line.find(marker) {
-        // A line that starts with `## ` or `#@# ` is a comment in AdGuard's
-        // reading, since every `#` line is one there.
-        Some(0) => line[marker.len()..].chars().next().is_some_and(|next| !next.is_whitespace()),
-        Some(_) => true,
-        None => false,
-    })
+    COSMETIC_MARKERS
+        .iter()
+        .copied()
+        .find(|marker| match line.find(marker) {
+            // A line that starts with `## ` or `#@# ` is a comment in AdGuard's
+            // reading, since every `#` line is one there.
+            Some(0) => line[marker.len()..]
+                .chars()
+                .next()
+                .is_some_and(|next| !next.is_whitespace()),
+            Some(_) => true,
+            None => false,
+        })
 }
 
 enum RawPattern<'a> {
@@ -108,7 +128,9 @@ enum RawPattern<'a> {
 fn split_modifiers(body: &str) -> Result<(RawPattern<'_>, Option<&str>), LineOutcome> {
     if let Some(rest) = body.strip_prefix('/') {
         let Some(end) = rest.rfind('/') else {
-            return Err(LineOutcome::Unsupported(format!("{body:?} is a URL path rule")));
+            return Err(LineOutcome::Unsupported(format!(
+                "{body:?} is a URL path rule"
+            )));
         };
         let (expression, tail) = (&rest[..end], &rest[end + 1..]);
         if expression.is_empty() {
@@ -117,7 +139,9 @@ fn split_modifiers(body: &str) -> Result<(RawPattern<'_>, Option<&str>), LineOut
         return match tail.strip_prefix('$') {
             Some(modifiers) => Ok((RawPattern::Regex(expression), Some(modifiers))),
             None if tail.is_empty() => Ok((RawPattern::Regex(expression), None)),
-            None => Err(LineOutcome::Unsupported(format!("{body:?} is a URL path rule"))),
+            None => Err(LineOutcome::Unsupported(format!(
+                "{body:?} is a URL path rule"
+            ))),
         };
     }
     Ok(match body.split_once('$') {
@@ -137,7 +161,9 @@ struct Modifiers {
 fn parse_modifiers(text: &str) -> Result<Modifiers, LineOutcome> {
     let mut modifiers = Modifiers::default();
     if text.trim().is_empty() {
-        return Err(LineOutcome::Invalid("the modifier list after '$' is empty".to_owned()));
+        return Err(LineOutcome::Invalid(
+            "the modifier list after '$' is empty".to_owned(),
+        ));
     }
     for item in text.split(',') {
         let item = item.trim();
@@ -146,16 +172,21 @@ fn parse_modifiers(text: &str) -> Result<Modifiers, LineOutcome> {
             "important" => modifiers.important = true,
             "badfilter" => modifiers.badfilter = true,
             "dnstype" => {
-                let filter = QtypeFilter::parse(value, '|', '~')
-                    .map_err(|reason| LineOutcome::Invalid(format!("$dnstype={value}: {reason}")))?;
+                let filter = QtypeFilter::parse(value, '|', '~').map_err(|reason| {
+                    LineOutcome::Invalid(format!("$dnstype={value}: {reason}"))
+                })?;
                 modifiers.qtypes = Some(filter);
             }
             "dnsrewrite" => modifiers.rewrite = Some(parse_rewrite(value)?),
             "client" | "ctag" | "denyallow" | "match-case" => {
-                return Err(LineOutcome::Unsupported(format!("modifier ${name} is not supported")));
+                return Err(LineOutcome::Unsupported(format!(
+                    "modifier ${name} is not supported"
+                )));
             }
             _ => {
-                return Err(LineOutcome::Unsupported(format!("modifier ${name} has no meaning for DNS")));
+                return Err(LineOutcome::Unsupported(format!(
+                    "modifier ${name} has no meaning for DNS"
+                )));
             }
         }
     }
@@ -174,9 +205,11 @@ fn parse_rewrite(value: &str) -> Result<std::net::IpAddr, LineOutcome> {
             )));
         }
     };
-    address
-        .parse()
-        .map_err(|_| LineOutcome::Unsupported(format!("$dnsrewrite={value} is not supported: only addresses are")))
+    address.parse().map_err(|_| {
+        LineOutcome::Unsupported(format!(
+            "$dnsrewrite={value} is not supported: only addresses are"
+        ))
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -206,14 +239,22 @@ fn parse_glob(glob: &str) -> Result<Pattern<'_>, LineOutcome> {
     };
 
     if core.is_empty() || core.bytes().all(|byte| byte == b'*' || byte == b'.') {
-        return Err(LineOutcome::Unsupported(format!("{glob:?} would match every name")));
+        return Err(LineOutcome::Unsupported(format!(
+            "{glob:?} would match every name"
+        )));
     }
     if core.contains(['^', '/', ':', '?', '=', '&', '|']) {
-        return Err(LineOutcome::Unsupported(format!("{glob:?} matches a URL, not a name")));
+        return Err(LineOutcome::Unsupported(format!(
+            "{glob:?} matches a URL, not a name"
+        )));
     }
-    let address_like = core.bytes().all(|byte| byte.is_ascii_digit() || byte == b'.' || byte == b'*');
+    let address_like = core
+        .bytes()
+        .all(|byte| byte.is_ascii_digit() || byte == b'.' || byte == b'*');
     if address_like && core.contains('.') && core.bytes().any(|byte| byte.is_ascii_digit()) {
-        return Err(LineOutcome::Unsupported(format!("{glob:?} matches IP addresses in answers, not names")));
+        return Err(LineOutcome::Unsupported(format!(
+            "{glob:?} matches IP addresses in answers, not names"
+        )));
     }
 
     if let Some(pattern) = keyed_pattern(start, anchored_end, core)? {
@@ -226,13 +267,22 @@ fn parse_glob(glob: &str) -> Result<Pattern<'_>, LineOutcome> {
     };
     let end_expression = if anchored_end { "$" } else { "" };
     match glob_to_regex(core, start_expression, end_expression) {
-        Some(expression) => Ok(Pattern::Regex { expression, inverted: false }),
-        None => Err(LineOutcome::Invalid(format!("{glob:?} contains characters that cannot be in a name"))),
+        Some(expression) => Ok(Pattern::Regex {
+            expression,
+            inverted: false,
+        }),
+        None => Err(LineOutcome::Invalid(format!(
+            "{glob:?} contains characters that cannot be in a name"
+        ))),
     }
 }
 
 /// Returns the name rule equal to a glob, when there is one.
-fn keyed_pattern(start: Start, anchored_end: bool, core: &str) -> Result<Option<Pattern<'_>>, LineOutcome> {
+fn keyed_pattern(
+    start: Start,
+    anchored_end: bool,
+    core: &str,
+) -> Result<Option<Pattern<'_>>, LineOutcome> {
     let (raw, scope) = if !core.contains('*') {
         match (start, anchored_end) {
             (Start::Label, true) => (core, Scope::Subtree),
@@ -290,13 +340,31 @@ mod tests {
 
     #[test]
     fn anchored_forms() {
-        assert_eq!(name_of(&one("||Example.com^")), ("example.com", Scope::Subtree));
-        assert_eq!(name_of(&one("||example.com^|")), ("example.com", Scope::Subtree));
-        assert_eq!(name_of(&one("|example.com^")), ("example.com", Scope::Exact));
-        assert_eq!(name_of(&one("|example.com|")), ("example.com", Scope::Exact));
+        assert_eq!(
+            name_of(&one("||Example.com^")),
+            ("example.com", Scope::Subtree)
+        );
+        assert_eq!(
+            name_of(&one("||example.com^|")),
+            ("example.com", Scope::Subtree)
+        );
+        assert_eq!(
+            name_of(&one("|example.com^")),
+            ("example.com", Scope::Exact)
+        );
+        assert_eq!(
+            name_of(&one("|example.com|")),
+            ("example.com", Scope::Exact)
+        );
         assert_eq!(name_of(&one("example.com")), ("example.com", Scope::Exact));
-        assert_eq!(name_of(&one("||*.example.com^")), ("example.com", Scope::StrictSubtree));
-        assert_eq!(name_of(&one(".example.com^")), ("example.com", Scope::StrictSubtree));
+        assert_eq!(
+            name_of(&one("||*.example.com^")),
+            ("example.com", Scope::StrictSubtree)
+        );
+        assert_eq!(
+            name_of(&one(".example.com^")),
+            ("example.com", Scope::StrictSubtree)
+        );
     }
 
     #[test]
@@ -308,12 +376,24 @@ mod tests {
 
     #[test]
     fn globs_become_regexes() {
-        assert_eq!(regex_of(&one("||ads*.example.com^")), r"(?:^|\.)ads.*\.example\.com$");
-        assert_eq!(regex_of(&one("||mobileanalytics.*.amazonaws.com^")), r"(?:^|\.)mobileanalytics\..*\.amazonaws\.com$");
+        assert_eq!(
+            regex_of(&one("||ads*.example.com^")),
+            r"(?:^|\.)ads.*\.example\.com$"
+        );
+        assert_eq!(
+            regex_of(&one("||mobileanalytics.*.amazonaws.com^")),
+            r"(?:^|\.)mobileanalytics\..*\.amazonaws\.com$"
+        );
         assert_eq!(regex_of(&one("||example.com")), r"(?:^|\.)example\.com");
-        assert_eq!(regex_of(&one("||adservice.google.")), r"(?:^|\.)adservice\.google\.");
+        assert_eq!(
+            regex_of(&one("||adservice.google.")),
+            r"(?:^|\.)adservice\.google\."
+        );
         assert_eq!(regex_of(&one("example.com^")), r"example\.com$");
-        assert_eq!(regex_of(&one("-adx-*.rayjump.com^")), r"-adx-.*\.rayjump\.com$");
+        assert_eq!(
+            regex_of(&one("-adx-*.rayjump.com^")),
+            r"-adx-.*\.rayjump\.com$"
+        );
         assert_eq!(regex_of(&one("|*app1e*^")), r"^.*app1e.*$");
     }
 
@@ -322,7 +402,13 @@ mod tests {
         let rule = one("||example.com^$important");
         assert!(rule.important);
         let rule = one("||example.com^$dnstype=AAAA|HTTPS");
-        assert_eq!(rule.qtypes, Some(QtypeFilter { types: vec![28, 65], excluded: false }));
+        assert_eq!(
+            rule.qtypes,
+            Some(QtypeFilter {
+                types: vec![28, 65],
+                excluded: false
+            })
+        );
         let rule = one("||example.com^$badfilter");
         assert!(rule.badfilter);
         let rule = one("||nas.example^$dnsrewrite=NOERROR;A;192.0.2.1");
@@ -331,7 +417,10 @@ mod tests {
 
     #[test]
     fn regex_rules() {
-        assert_eq!(regex_of(&one(r"/^ads?\.example\.com$/")), r"^ads?\.example\.com$");
+        assert_eq!(
+            regex_of(&one(r"/^ads?\.example\.com$/")),
+            r"^ads?\.example\.com$"
+        );
         let rule = one(r"@@/^good\./$important");
         assert_eq!(rule.action, Action::Allow);
         assert!(rule.important);
@@ -354,14 +443,23 @@ mod tests {
             "||example.com^$client=192.0.2.1",
             "*$denyallow=com|net",
         ] {
-            assert!(matches!(parse(line).0, LineOutcome::Unsupported(_)), "{line}");
+            assert!(
+                matches!(parse(line).0, LineOutcome::Unsupported(_)),
+                "{line}"
+            );
             assert!(parse(line).1.is_empty(), "{line}");
         }
     }
 
     #[test]
     fn comments_and_headers() {
-        for line in ["! comment", "# comment", "## heading", "[Adblock Plus 2.0]", "   "] {
+        for line in [
+            "! comment",
+            "# comment",
+            "## heading",
+            "[Adblock Plus 2.0]",
+            "   ",
+        ] {
             assert_eq!(parse(line).0, LineOutcome::Skipped, "{line}");
         }
     }
@@ -374,9 +472,18 @@ mod tests {
 
     #[test]
     fn invalid_lines() {
-        assert!(matches!(parse("||exa mple.com^").0, LineOutcome::Invalid(_) | LineOutcome::Unsupported(_)));
-        assert!(matches!(parse("||example.com^$").0, LineOutcome::Invalid(_)));
-        assert!(matches!(parse("||example.com^$dnstype=BOGUS").0, LineOutcome::Invalid(_)));
+        assert!(matches!(
+            parse("||exa mple.com^").0,
+            LineOutcome::Invalid(_) | LineOutcome::Unsupported(_)
+        ));
+        assert!(matches!(
+            parse("||example.com^$").0,
+            LineOutcome::Invalid(_)
+        ));
+        assert!(matches!(
+            parse("||example.com^$dnstype=BOGUS").0,
+            LineOutcome::Invalid(_)
+        ));
         assert!(matches!(parse("||a..b^").0, LineOutcome::Invalid(_)));
     }
 }

@@ -6,9 +6,9 @@
 //!    kernel's "allow beats block" fold would decide wrongly: `$important`
 //!    rules that meet an exception on the same path, and blocks whose name
 //!    an allow regex matches.
-//! 3. Records are sorted by key; each key's rules merge into one
+//! 3. Records are sorted by key. Each key's rules merge into one
 //!    [`RuleValue`] with the stronger action of each kind (the order
-//!    `USER_SPACE > ALLOW > BLOCK` of [`dnsgate_common::rules`]), repeated
+//!    `USER_SPACE > ALLOW > BLOCK` of [`dnsgate_common::rules`]). Repeated
 //!    rules are counted as duplicates, and keys that need user space keep
 //!    all their rules for it.
 //! 4. The result is checked against the [`Budget`].
@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use dnsgate_common::rules::{
-    RuleValue, ACTION_ALLOW, ACTION_BLOCK, ACTION_NONE, ACTION_USER_SPACE, ALL_GROUPS, BUCKET_SLOTS,
+    ACTION_ALLOW, ACTION_BLOCK, ACTION_NONE, ACTION_USER_SPACE, ALL_GROUPS, BUCKET_SLOTS, RuleValue,
 };
 use dnsgate_common::table::buckets_for;
 use regex::RegexSet;
@@ -24,8 +24,8 @@ use regex::RegexSet;
 use super::load::{BadfilterTarget, Detail, RawSet};
 use super::name::suffix_keys;
 use super::provenance::{
-    Provenance, Record, RuleKind, FLAG_CONFLICT, FLAG_COVERED, FLAG_DETAILED, FLAG_DISABLED, FLAG_DUPLICATE,
-    FLAG_IMPORTANT,
+    FLAG_CONFLICT, FLAG_COVERED, FLAG_DETAILED, FLAG_DISABLED, FLAG_DUPLICATE, FLAG_IMPORTANT,
+    Provenance, Record, RuleKind,
 };
 use super::rule::{Action, Scope};
 use super::{Budget, Compiled, KeyedRule, ListError, RuleOrigin, UserSpaceRules};
@@ -36,8 +36,10 @@ pub fn compile(mut raw: RawSet, budget: &Budget) -> Result<Compiled, ListError> 
     let forced = mark_by_name(&mut raw);
     raw.names = String::new();
 
-    raw.records.sort_unstable_by_key(|record| (record.key, record.source, record.line));
-    raw.details.sort_unstable_by_key(|detail| (detail.key, detail.source, detail.line));
+    raw.records
+        .sort_unstable_by_key(|record| (record.key, record.source, record.line));
+    raw.details
+        .sort_unstable_by_key(|detail| (detail.key, detail.source, detail.line));
 
     let mut kernel_entries = Vec::with_capacity(raw.records.len());
     let mut keyed = HashMap::new();
@@ -62,7 +64,8 @@ pub fn compile(mut raw: RawSet, budget: &Budget) -> Result<Compiled, ListError> 
     }
 
     count_placements(&mut raw);
-    let user_space_rules = raw.regexes.len() + raw.records.iter().filter(|r| is_user_space(r)).count();
+    let user_space_rules =
+        raw.regexes.len() + raw.records.iter().filter(|r| is_user_space(r)).count();
     let table_bytes = buckets_for(kernel_entries.len()) as usize * BUCKET_SLOTS * 8;
     if table_bytes > budget.max_kernel_table_bytes {
         return Err(ListError::OverBudget {
@@ -85,7 +88,10 @@ pub fn compile(mut raw: RawSet, budget: &Budget) -> Result<Compiled, ListError> 
         kernel_entries,
         reports: raw.reports,
         user_space: UserSpaceRules { keyed, regexes },
-        provenance: Provenance { records: raw.records, sources: raw.sources },
+        provenance: Provenance {
+            records: raw.records,
+            sources: raw.sources,
+        },
     })
 }
 
@@ -98,7 +104,9 @@ fn action_of(kind: RuleKind) -> u8 {
 }
 
 fn is_user_space(record: &Record) -> bool {
-    record.is_active() && !record.has(FLAG_DUPLICATE) && (record.has(FLAG_DETAILED | FLAG_CONFLICT) || !record.is_plain())
+    record.is_active()
+        && !record.has(FLAG_DUPLICATE)
+        && (record.has(FLAG_DETAILED | FLAG_CONFLICT) || !record.is_plain())
 }
 
 /// Marks the rules `$badfilter` rules name as disabled.
@@ -109,7 +117,13 @@ fn apply_badfilters(raw: &mut RawSet) {
     let targets = std::mem::take(&mut raw.badfilters);
     for record in &mut raw.records {
         let disabled = targets.iter().any(|target| match target {
-            BadfilterTarget::Name { key, scope, action, important, qtypes } => {
+            BadfilterTarget::Name {
+                key,
+                scope,
+                action,
+                important,
+                qtypes,
+            } => {
                 record.key == *key
                     && record.scope() == *scope
                     && record.has(FLAG_IMPORTANT) == *important
@@ -125,7 +139,13 @@ fn apply_badfilters(raw: &mut RawSet) {
     let reports = &mut raw.reports;
     raw.regexes.retain(|(rule, expression)| {
         let disabled = targets.iter().any(|target| match target {
-            BadfilterTarget::Regex { expression: text, inverted, action, important, qtypes } => {
+            BadfilterTarget::Regex {
+                expression: text,
+                inverted,
+                action,
+                important,
+                qtypes,
+            } => {
                 text == expression
                     && *inverted == rule.inverted
                     && *action == rule.action
@@ -142,7 +162,12 @@ fn apply_badfilters(raw: &mut RawSet) {
 }
 
 /// Checks whether a record's action and modifiers equal the given ones.
-fn same_detail(record: &Record, action: Action, qtypes: &Option<super::QtypeFilter>, details: &[Detail]) -> bool {
+fn same_detail(
+    record: &Record,
+    action: Action,
+    qtypes: &Option<super::QtypeFilter>,
+    details: &[Detail],
+) -> bool {
     let expected_kind = match action {
         Action::Block => RuleKind::Block,
         Action::Allow => RuleKind::Allow,
@@ -154,9 +179,9 @@ fn same_detail(record: &Record, action: Action, qtypes: &Option<super::QtypeFilt
     if !record.has(FLAG_DETAILED) {
         return qtypes.is_none();
     }
-    let detail = details
-        .iter()
-        .find(|detail| detail.key == record.key && detail.source == record.source && detail.line == record.line);
+    let detail = details.iter().find(|detail| {
+        detail.key == record.key && detail.source == record.source && detail.line == record.line
+    });
     let rewrite = match action {
         Action::Rewrite(address) => Some(address),
         _ => None,
@@ -181,7 +206,12 @@ struct KeySet {
 impl KeySet {
     fn new(keys: &[u64]) -> Self {
         let capacity = (keys.len() * 2).next_power_of_two().max(16);
-        let mut set = Self { slots: vec![0; capacity], mask: capacity - 1, has_zero: false, len: 0 };
+        let mut set = Self {
+            slots: vec![0; capacity],
+            mask: capacity - 1,
+            has_zero: false,
+            len: 0,
+        };
         for &key in keys {
             set.insert(key);
         }
@@ -264,7 +294,11 @@ impl KeySets {
                         parent_blocks.push(record.key);
                     }
                     if record.has(FLAG_IMPORTANT) {
-                        let set = if below { &mut important_subtree } else { &mut important_exact };
+                        let set = if below {
+                            &mut important_subtree
+                        } else {
+                            &mut important_exact
+                        };
                         set.push(record.key);
                     }
                 }
@@ -303,7 +337,12 @@ struct AllowRegexes {
 
 impl AllowRegexes {
     fn collect(raw: &RawSet) -> Self {
-        let allows: Vec<_> = raw.regexes.iter().map(|(rule, _)| rule).filter(|rule| rule.action == Action::Allow).collect();
+        let allows: Vec<_> = raw
+            .regexes
+            .iter()
+            .map(|(rule, _)| rule)
+            .filter(|rule| rule.action == Action::Allow)
+            .collect();
         let plain: Vec<_> = allows.iter().filter(|rule| !rule.inverted).collect();
         // Every expression compiled on its own already, so only the
         // combined size limit can fail; the rules are then tested one by one.
@@ -330,7 +369,10 @@ impl AllowRegexes {
 
     fn allow(&self, name: &str) -> bool {
         self.set.as_ref().is_some_and(|set| set.is_match(name))
-            || self.single.iter().any(|(regex, inverted)| regex.is_match(name) != *inverted)
+            || self
+                .single
+                .iter()
+                .any(|(regex, inverted)| regex.is_match(name) != *inverted)
     }
 }
 
@@ -344,9 +386,15 @@ impl AllowRegexes {
 fn mark_by_name(raw: &mut RawSet) -> Vec<u64> {
     let sets = KeySets::collect(&raw.records);
     let allow_regexes = AllowRegexes::collect(raw);
-    let important_regex_block =
-        raw.regexes.iter().any(|(rule, _)| rule.important && rule.action == Action::Block);
-    let mut forced = if important_regex_block { sets.important_allow.clone() } else { Vec::new() };
+    let important_regex_block = raw
+        .regexes
+        .iter()
+        .any(|(rule, _)| rule.important && rule.action == Action::Block);
+    let mut forced = if important_regex_block {
+        sets.important_allow.clone()
+    } else {
+        Vec::new()
+    };
     let nothing_to_check = sets.parent_blocks.is_empty()
         && sets.important_exact.is_empty()
         && sets.important_subtree.is_empty()
@@ -365,14 +413,18 @@ fn mark_by_name(raw: &mut RawSet) -> Vec<u64> {
         let ancestors = &keys[..keys.len() - 1];
         match record.kind() {
             RuleKind::Block => {
-                let allowed_by_regex = record.is_plain() && !allow_regexes.is_empty() && allow_regexes.allow(name);
+                let allowed_by_regex =
+                    record.is_plain() && !allow_regexes.is_empty() && allow_regexes.allow(name);
                 let mut meets_allow = false;
                 if record.has(FLAG_IMPORTANT) {
                     if sets.allow_any.contains(record.key) {
                         forced.push(record.key);
                         meets_allow = true;
                     }
-                    for &key in ancestors.iter().filter(|&&key| sets.allow_subtree.contains(key)) {
+                    for &key in ancestors
+                        .iter()
+                        .filter(|&&key| sets.allow_subtree.contains(key))
+                    {
                         forced.push(key);
                         meets_allow = true;
                     }
@@ -381,18 +433,25 @@ fn mark_by_name(raw: &mut RawSet) -> Vec<u64> {
                     record.bits |= FLAG_CONFLICT;
                 } else if record.is_plain()
                     && !record.has(FLAG_IMPORTANT)
-                    && ancestors.iter().any(|&key| sets.parent_blocks.contains(key))
+                    && ancestors
+                        .iter()
+                        .any(|&key| sets.parent_blocks.contains(key))
                 {
                     record.bits |= FLAG_COVERED;
                 }
             }
             RuleKind::Allow => {
                 let mut meets_important = false;
-                if sets.important_exact.contains(record.key) || sets.important_subtree.contains(record.key) {
+                if sets.important_exact.contains(record.key)
+                    || sets.important_subtree.contains(record.key)
+                {
                     forced.push(record.key);
                     meets_important = true;
                 }
-                for &key in ancestors.iter().filter(|&&key| sets.important_subtree.contains(key)) {
+                for &key in ancestors
+                    .iter()
+                    .filter(|&&key| sets.important_subtree.contains(key))
+                {
                     forced.push(key);
                     meets_important = true;
                 }
@@ -410,7 +469,11 @@ fn mark_by_name(raw: &mut RawSet) -> Vec<u64> {
 
 /// Returns the (exact, subtree) actions one record puts in the kernel table.
 fn kernel_actions(record: &Record) -> (u8, u8) {
-    let action = if record.has(FLAG_DETAILED | FLAG_CONFLICT) { ACTION_USER_SPACE } else { action_of(record.kind()) };
+    let action = if record.has(FLAG_DETAILED | FLAG_CONFLICT) {
+        ACTION_USER_SPACE
+    } else {
+        action_of(record.kind())
+    };
     match record.scope() {
         Scope::Exact => (action, ACTION_NONE),
         Scope::Subtree | Scope::StrictSubtree => (ACTION_NONE, action),
@@ -428,7 +491,8 @@ fn merge_group(group: &mut [Record]) -> RuleValue {
         let identity = record.bits & !(FLAG_DUPLICATE | FLAG_COVERED | FLAG_DISABLED);
         let repeated = !record.has(FLAG_DETAILED)
             && group[..index].iter().any(|earlier| {
-                earlier.is_active() && earlier.bits & !(FLAG_DUPLICATE | FLAG_COVERED | FLAG_DISABLED) == identity
+                earlier.is_active()
+                    && earlier.bits & !(FLAG_DUPLICATE | FLAG_COVERED | FLAG_DISABLED) == identity
             });
         if repeated {
             group[index].bits |= FLAG_DUPLICATE;
@@ -458,7 +522,10 @@ fn user_space_rules(group: &[Record], details: &[Detail]) -> Vec<KeyedRule> {
     let first_detail = details.partition_point(|detail| detail.key < key);
     let key_details = &details[first_detail..];
     let mut rules = Vec::new();
-    for record in group.iter().filter(|record| record.is_active() && !record.has(FLAG_DUPLICATE)) {
+    for record in group
+        .iter()
+        .filter(|record| record.is_active() && !record.has(FLAG_DUPLICATE))
+    {
         let detail = record
             .has(FLAG_DETAILED)
             .then(|| {
@@ -478,7 +545,10 @@ fn user_space_rules(group: &[Record], details: &[Detail]) -> Vec<KeyedRule> {
             action,
             important: record.has(FLAG_IMPORTANT),
             qtypes: detail.and_then(|detail| detail.qtypes.clone()),
-            origin: RuleOrigin { source: record.source, line: record.line },
+            origin: RuleOrigin {
+                source: record.source,
+                line: record.line,
+            },
         });
     }
     rules
@@ -513,7 +583,10 @@ mod tests {
 
     #[test]
     fn key_set_membership() {
-        let keys: Vec<u64> = (0..1000u64).map(dnsgate_common::name::mix64).chain([0, 7, 7]).collect();
+        let keys: Vec<u64> = (0..1000u64)
+            .map(dnsgate_common::name::mix64)
+            .chain([0, 7, 7])
+            .collect();
         let set = KeySet::new(&keys);
         for &key in &keys {
             assert!(set.contains(key), "{key}");
@@ -526,7 +599,15 @@ mod tests {
 
     #[test]
     fn strict_subtree_alone_sends_apex_to_user_space() {
-        let mut group = [Record::new(1, 0, 1, Scope::StrictSubtree, Action::Block, false, false)];
+        let mut group = [Record::new(
+            1,
+            0,
+            1,
+            Scope::StrictSubtree,
+            Action::Block,
+            false,
+            false,
+        )];
         let value = merge_group(&mut group);
         assert_eq!(value.exact(), ACTION_USER_SPACE);
         assert_eq!(value.subtree(), ACTION_BLOCK);
@@ -554,6 +635,9 @@ mod tests {
         assert!(!group[0].has(FLAG_DUPLICATE));
         assert!(group[1].has(FLAG_DUPLICATE));
         assert!(!group[2].has(FLAG_DUPLICATE));
-        assert_eq!((value.exact(), value.subtree()), (ACTION_ALLOW, ACTION_BLOCK));
+        assert_eq!(
+            (value.exact(), value.subtree()),
+            (ACTION_ALLOW, ACTION_BLOCK)
+        );
     }
 }

@@ -6,9 +6,9 @@
 //! `;` for RPZ), and those votes count for less than rule lines do. A source
 //! whose sample decides nothing is read as a plain domain list.
 
+use super::ListFormat;
 use super::name::normalize;
 use super::rule::parse_host_address;
-use super::ListFormat;
 
 /// Lines of a source the detector looks at.
 pub const SAMPLE_LINES: usize = 400;
@@ -28,7 +28,10 @@ pub fn detect<'a>(lines: impl IntoIterator<Item = &'a str>) -> ListFormat {
     let mut votes = [0u32; FORMATS.len()];
     for line in lines.into_iter().take(SAMPLE_LINES) {
         if let Some((format, weight)) = classify(line.trim()) {
-            let index = FORMATS.iter().position(|candidate| *candidate == format).unwrap_or(1);
+            let index = FORMATS
+                .iter()
+                .position(|candidate| *candidate == format)
+                .unwrap_or(1);
             votes[index] += weight;
         }
     }
@@ -57,7 +60,8 @@ fn classify(line: &str) -> Option<(ListFormat, u32)> {
     if line.starts_with('#') {
         return None;
     }
-    if line.starts_with("address=/") || line.starts_with("local=/") || line.starts_with("server=/") {
+    if line.starts_with("address=/") || line.starts_with("local=/") || line.starts_with("server=/")
+    {
         return Some((ListFormat::Dnsmasq, RULE));
     }
     if line.starts_with("local-zone:") || line.starts_with("local-data:") || line == "server:" {
@@ -67,12 +71,17 @@ fn classify(line: &str) -> Option<(ListFormat, u32)> {
     if tokens.len() >= 2 && parse_host_address(tokens[0]).is_some() {
         return Some((ListFormat::Hosts, RULE));
     }
-    if tokens.iter().any(|token| ["CNAME", "SOA", "NS", "A", "AAAA"].contains(&token.to_ascii_uppercase().as_str()))
-        && tokens.len() >= 3
+    if tokens.iter().any(|token| {
+        ["CNAME", "SOA", "NS", "A", "AAAA"].contains(&token.to_ascii_uppercase().as_str())
+    }) && tokens.len() >= 3
     {
         return Some((ListFormat::Rpz, RULE));
     }
-    if line.starts_with("||") || line.starts_with("@@") || line.starts_with('|') || line.ends_with('^') || line.ends_with("^|")
+    if line.starts_with("||")
+        || line.starts_with("@@")
+        || line.starts_with('|')
+        || line.ends_with('^')
+        || line.ends_with("^|")
     {
         return Some((ListFormat::Adblock, RULE));
     }
@@ -98,14 +107,29 @@ mod tests {
     #[test]
     fn detects_each_format() {
         let cases: &[(&str, ListFormat)] = &[
-            ("# c\n0.0.0.0 ads.example\n127.0.0.1 b.example", ListFormat::Hosts),
+            (
+                "# c\n0.0.0.0 ads.example\n127.0.0.1 b.example",
+                ListFormat::Hosts,
+            ),
             ("# c\nads.example\nb.example", ListFormat::Domains),
             ("# c\n*.ads.example\n*.b.example", ListFormat::Wildcard),
             ("! c\n||ads.example^\n@@||b.example^", ListFormat::Adblock),
-            ("# c\n^ad[sx]?[_.-]\n^(.+[_.-])?telemetry[_.-]", ListFormat::Regex),
-            ("# c\naddress=/ads.example/#\nlocal=/b.example/", ListFormat::Dnsmasq),
-            ("$TTL 300\n@ SOA a. b. 1 2 3 4 5\nads.example CNAME .", ListFormat::Rpz),
-            ("server:\nlocal-zone: \"ads.example.\" always_null", ListFormat::Unbound),
+            (
+                "# c\n^ad[sx]?[_.-]\n^(.+[_.-])?telemetry[_.-]",
+                ListFormat::Regex,
+            ),
+            (
+                "# c\naddress=/ads.example/#\nlocal=/b.example/",
+                ListFormat::Dnsmasq,
+            ),
+            (
+                "$TTL 300\n@ SOA a. b. 1 2 3 4 5\nads.example CNAME .",
+                ListFormat::Rpz,
+            ),
+            (
+                "server:\nlocal-zone: \"ads.example.\" always_null",
+                ListFormat::Unbound,
+            ),
             ("! Title\n/^ads?\\./\n/tracker/", ListFormat::Adblock),
         ];
         for (text, expected) in cases {

@@ -15,30 +15,42 @@
 //! with `#` are comments; `#` elsewhere is a value.
 
 use super::name::normalize;
-use super::rule::{is_sink_address, Action, LineOutcome, LineParser, ParsedRule, Scope};
+use super::rule::{Action, LineOutcome, LineParser, ParsedRule, Scope, is_sink_address};
 
 /// Parser for dnsmasq lines.
 #[derive(Debug, Default)]
 pub struct DnsmasqParser;
 
 impl LineParser for DnsmasqParser {
-    fn parse_line<'a>(&mut self, line: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome {
+    fn parse_line<'a>(
+        &mut self,
+        line: &'a str,
+        emit: &mut dyn FnMut(ParsedRule<'a>),
+    ) -> LineOutcome {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             return LineOutcome::Skipped;
         }
         let Some((option, value)) = line.split_once('=') else {
-            return LineOutcome::Unsupported(format!("dnsmasq option {line:?} does not filter names"));
+            return LineOutcome::Unsupported(format!(
+                "dnsmasq option {line:?} does not filter names"
+            ));
         };
         let option = option.trim();
         if !matches!(option, "address" | "local" | "server") {
-            return LineOutcome::Unsupported(format!("dnsmasq option {option:?} does not filter names"));
+            return LineOutcome::Unsupported(format!(
+                "dnsmasq option {option:?} does not filter names"
+            ));
         }
         let Some(value) = value.trim().strip_prefix('/') else {
-            return LineOutcome::Unsupported(format!("{option}={value} applies to every name, not to a domain"));
+            return LineOutcome::Unsupported(format!(
+                "{option}={value} applies to every name, not to a domain"
+            ));
         };
         let Some((domains, target)) = value.rsplit_once('/') else {
-            return LineOutcome::Invalid(format!("{line:?} lacks the closing '/' after the domain"));
+            return LineOutcome::Invalid(format!(
+                "{line:?} lacks the closing '/' after the domain"
+            ));
         };
         let action = match action_of(option, target.trim()) {
             Ok(action) => action,
@@ -75,7 +87,9 @@ fn action_of(option: &str, target: &str) -> Result<Action, LineOutcome> {
         ("address", address) => match address.parse() {
             Ok(address) if is_sink_address(address) => Ok(Action::Block),
             Ok(address) => Ok(Action::Rewrite(address)),
-            Err(_) => Err(LineOutcome::Invalid(format!("{address:?} is not an IP address"))),
+            Err(_) => Err(LineOutcome::Invalid(format!(
+                "{address:?} is not an IP address"
+            ))),
         },
         (_, upstream) => Err(LineOutcome::Unsupported(format!(
             "{option}=/…/{upstream} forwards to another server, which is not supported"
@@ -106,14 +120,25 @@ mod tests {
         ] {
             let (outcome, rules) = parse(line);
             assert_eq!(outcome, LineOutcome::Rules, "{line}");
-            assert_eq!(rules, vec![ParsedRule::name("example.com".into(), Scope::Subtree, Action::Block)], "{line}");
+            assert_eq!(
+                rules,
+                vec![ParsedRule::name(
+                    "example.com".into(),
+                    Scope::Subtree,
+                    Action::Block
+                )],
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn rewrite_and_allow() {
         let (_, rules) = parse("address=/nas.example/192.0.2.5");
-        assert_eq!(rules[0].action, Action::Rewrite("192.0.2.5".parse().unwrap()));
+        assert_eq!(
+            rules[0].action,
+            Action::Rewrite("192.0.2.5".parse().unwrap())
+        );
         let (_, rules) = parse("server=/good.example/#");
         assert_eq!(rules[0].action, Action::Allow);
     }
@@ -126,11 +151,29 @@ mod tests {
 
     #[test]
     fn unsupported_and_invalid() {
-        assert!(matches!(parse("server=/example.com/192.0.2.53").0, LineOutcome::Unsupported(_)));
-        assert!(matches!(parse("address=/#/0.0.0.0").0, LineOutcome::Unsupported(_)));
-        assert!(matches!(parse("cache-size=1000").0, LineOutcome::Unsupported(_)));
-        assert!(matches!(parse("address=/example.com").0, LineOutcome::Invalid(_)));
-        assert!(matches!(parse("address=/bad..name/#").0, LineOutcome::Invalid(_)));
-        assert!(matches!(parse("address=/example.com/not-an-ip").0, LineOutcome::Invalid(_)));
+        assert!(matches!(
+            parse("server=/example.com/192.0.2.53").0,
+            LineOutcome::Unsupported(_)
+        ));
+        assert!(matches!(
+            parse("address=/#/0.0.0.0").0,
+            LineOutcome::Unsupported(_)
+        ));
+        assert!(matches!(
+            parse("cache-size=1000").0,
+            LineOutcome::Unsupported(_)
+        ));
+        assert!(matches!(
+            parse("address=/example.com").0,
+            LineOutcome::Invalid(_)
+        ));
+        assert!(matches!(
+            parse("address=/bad..name/#").0,
+            LineOutcome::Invalid(_)
+        ));
+        assert!(matches!(
+            parse("address=/example.com/not-an-ip").0,
+            LineOutcome::Invalid(_)
+        ));
     }
 }

@@ -16,14 +16,22 @@ use super::rule::{Action, LineOutcome, LineParser, ParsedRule, Pattern, Scope};
 pub struct DomainsParser;
 
 impl LineParser for DomainsParser {
-    fn parse_line<'a>(&mut self, line: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome {
-        let line = line.split_once('#').map_or(line, |(before, _comment)| before);
+    fn parse_line<'a>(
+        &mut self,
+        line: &'a str,
+        emit: &mut dyn FnMut(ParsedRule<'a>),
+    ) -> LineOutcome {
+        let line = line
+            .split_once('#')
+            .map_or(line, |(before, _comment)| before);
         let mut tokens = line.split_ascii_whitespace();
         let Some(entry) = tokens.next() else {
             return LineOutcome::Skipped;
         };
         if let Some(extra) = tokens.next() {
-            return LineOutcome::Invalid(format!("expected one name, found {extra:?} after {entry:?}"));
+            return LineOutcome::Invalid(format!(
+                "expected one name, found {extra:?} after {entry:?}"
+            ));
         }
         parse_entry(entry, emit)
     }
@@ -36,10 +44,21 @@ fn parse_entry<'a>(entry: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> Line
     };
     if raw.contains('*') {
         let Some(expression) = glob_to_regex(entry, "^", "$") else {
-            return LineOutcome::Invalid(format!("{entry:?} contains characters that cannot be in a name"));
+            return LineOutcome::Invalid(format!(
+                "{entry:?} contains characters that cannot be in a name"
+            ));
         };
-        let pattern = Pattern::Regex { expression, inverted: false };
-        emit(ParsedRule { pattern, action: Action::Block, important: false, qtypes: None, badfilter: false });
+        let pattern = Pattern::Regex {
+            expression,
+            inverted: false,
+        };
+        emit(ParsedRule {
+            pattern,
+            action: Action::Block,
+            important: false,
+            qtypes: None,
+            badfilter: false,
+        });
         return LineOutcome::Rules;
     }
     match normalize(raw) {
@@ -65,13 +84,27 @@ mod tests {
     fn plain_name_is_exact() {
         let (outcome, rules) = parse("Ads.Example.com  # tracker");
         assert_eq!(outcome, LineOutcome::Rules);
-        assert_eq!(rules, vec![ParsedRule::name("ads.example.com".into(), Scope::Exact, Action::Block)]);
+        assert_eq!(
+            rules,
+            vec![ParsedRule::name(
+                "ads.example.com".into(),
+                Scope::Exact,
+                Action::Block
+            )]
+        );
     }
 
     #[test]
     fn star_dot_is_subtree() {
         let (_, rules) = parse("*.example.com");
-        assert_eq!(rules, vec![ParsedRule::name("example.com".into(), Scope::Subtree, Action::Block)]);
+        assert_eq!(
+            rules,
+            vec![ParsedRule::name(
+                "example.com".into(),
+                Scope::Subtree,
+                Action::Block
+            )]
+        );
     }
 
     #[test]
@@ -79,13 +112,19 @@ mod tests {
         let (_, rules) = parse("ads*.example.com");
         assert_eq!(
             rules[0].pattern,
-            Pattern::Regex { expression: r"^ads.*\.example\.com$".to_owned(), inverted: false }
+            Pattern::Regex {
+                expression: r"^ads.*\.example\.com$".to_owned(),
+                inverted: false
+            }
         );
     }
 
     #[test]
     fn two_names_are_invalid() {
-        assert!(matches!(parse("a.example b.example").0, LineOutcome::Invalid(_)));
+        assert!(matches!(
+            parse("a.example b.example").0,
+            LineOutcome::Invalid(_)
+        ));
         assert!(matches!(parse("a..example").0, LineOutcome::Invalid(_)));
     }
 }

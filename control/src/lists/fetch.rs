@@ -1,11 +1,11 @@
 //! Fetching list sources given as URLs.
 //!
 //! The loader requests from a [`ListFetcher`] a local file with a URL's
-//! content. [`HttpFetcher`] downloads over HTTP/1.1 (`http://`, and
+//! content. [`HttpFetcher`] downloads over HTTP/1.1: `http://`, and
 //! `https://` through rustls with the `ring` provider and the Mozilla root
-//! store), keeps the last good copy in a cache directory, and refreshes it
+//! store. It keeps the last good copy in a cache directory and refreshes it
 //! with a conditional request (`If-None-Match`, `If-Modified-Since`, RFC
-//! 9110 §13.1) so an unchanged list costs one small response (304). When
+//! 9110 §13.1), so an unchanged list costs one small response (304). When
 //! the server cannot be reached, the cached copy is used, so a list server
 //! that goes away never empties the rule set.
 
@@ -67,7 +67,9 @@ pub enum FetchError {
         reason: String,
     },
     /// The list is larger than the configured limit.
-    #[error("{url} is larger than {limit} bytes; raise the download limit if the list is meant to be this big")]
+    #[error(
+        "{url} is larger than {limit} bytes; raise the download limit if the list is meant to be this big"
+    )]
     TooLarge {
         /// The URL.
         url: String,
@@ -157,7 +159,12 @@ impl HttpFetcher {
             .expect("the ring provider supports the default TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Self { cache_dir: cache_dir.into(), timeout: Duration::from_secs(30), max_bytes: 64 << 20, tls: Arc::new(tls) }
+        Self {
+            cache_dir: cache_dir.into(),
+            timeout: Duration::from_secs(30),
+            max_bytes: 64 << 20,
+            tls: Arc::new(tls),
+        }
     }
 
     /// Sets the timeout of each connect, read and write.
@@ -180,30 +187,60 @@ impl HttpFetcher {
 
     fn cache_paths(&self, url: &str) -> (PathBuf, PathBuf) {
         let id = format!("{:016x}", dnsgate_common::name::label_hash(url.as_bytes()));
-        (self.cache_dir.join(format!("{id}.list")), self.cache_dir.join(format!("{id}.json")))
+        (
+            self.cache_dir.join(format!("{id}.list")),
+            self.cache_dir.join(format!("{id}.json")),
+        )
     }
 
-    fn refresh(&self, url: &str, content: &Path, meta_path: &Path, cached: Option<&CacheMeta>) -> Result<Fetched, FetchError> {
+    fn refresh(
+        &self,
+        url: &str,
+        content: &Path,
+        meta_path: &Path,
+        cached: Option<&CacheMeta>,
+    ) -> Result<Fetched, FetchError> {
         let validators = cached.map(|meta| (meta.etag.as_deref(), meta.last_modified.as_deref()));
         match self.download(url, validators.unwrap_or((None, None)))? {
             Download::NotModified => {
                 let changed_at = cached.map(|meta| meta.changed_at);
                 tracing::debug!(url, "list not modified since the cached copy");
-                Ok(Fetched { path: content.to_owned(), last_update: changed_at })
+                Ok(Fetched {
+                    path: content.to_owned(),
+                    last_update: changed_at,
+                })
             }
-            Download::Body { body, etag, last_modified } => {
-                let changed_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |age| age.as_secs());
-                let meta = CacheMeta { url: url.to_owned(), etag, last_modified, changed_at };
+            Download::Body {
+                body,
+                etag,
+                last_modified,
+            } => {
+                let changed_at = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |age| age.as_secs());
+                let meta = CacheMeta {
+                    url: url.to_owned(),
+                    etag,
+                    last_modified,
+                    changed_at,
+                };
                 write_atomically(content, &body)?;
                 let meta_json = serde_json::to_vec(&meta).expect("cache metadata serialises");
                 write_atomically(meta_path, &meta_json)?;
                 tracing::info!(url, bytes = body.len(), "list downloaded");
-                Ok(Fetched { path: content.to_owned(), last_update: Some(changed_at) })
+                Ok(Fetched {
+                    path: content.to_owned(),
+                    last_update: Some(changed_at),
+                })
             }
         }
     }
 
-    fn download(&self, url: &str, validators: (Option<&str>, Option<&str>)) -> Result<Download, FetchError> {
+    fn download(
+        &self,
+        url: &str,
+        validators: (Option<&str>, Option<&str>),
+    ) -> Result<Download, FetchError> {
         let mut current = url.to_owned();
         for _ in 0..=MAX_REDIRECTS {
             let target = Target::parse(&current)?;
@@ -212,31 +249,62 @@ impl HttpFetcher {
                 200 => {
                     let etag = response.header("etag").map(str::to_owned);
                     let last_modified = response.header("last-modified").map(str::to_owned);
-                    return Ok(Download::Body { body: response.body, etag, last_modified });
+                    return Ok(Download::Body {
+                        body: response.body,
+                        etag,
+                        last_modified,
+                    });
                 }
                 304 => return Ok(Download::NotModified),
                 301 | 302 | 303 | 307 | 308 => {
                     let Some(location) = response.header("location") else {
-                        return Err(FetchError::Malformed { url: current, reason: "redirect without Location".into() });
+                        return Err(FetchError::Malformed {
+                            url: current,
+                            reason: "redirect without Location".into(),
+                        });
                     };
                     current = target.resolve(location);
                 }
-                status => return Err(FetchError::Status { url: current, status }),
+                status => {
+                    return Err(FetchError::Status {
+                        url: current,
+                        status,
+                    });
+                }
             }
         }
-        Err(FetchError::TooManyRedirects { url: url.to_owned(), limit: MAX_REDIRECTS })
+        Err(FetchError::TooManyRedirects {
+            url: url.to_owned(),
+            limit: MAX_REDIRECTS,
+        })
     }
 
-    fn exchange(&self, target: &Target, validators: (Option<&str>, Option<&str>)) -> Result<Response, FetchError> {
-        let io_error = |source| FetchError::Io { url: target.url.clone(), source };
+    fn exchange(
+        &self,
+        target: &Target,
+        validators: (Option<&str>, Option<&str>),
+    ) -> Result<Response, FetchError> {
+        let io_error = |source| FetchError::Io {
+            url: target.url.clone(),
+            source,
+        };
         let address = (target.host.as_str(), target.port)
             .to_socket_addrs()
             .map_err(io_error)?
             .next()
-            .ok_or_else(|| io_error(std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")))?;
+            .ok_or_else(|| {
+                io_error(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the host has no address",
+                ))
+            })?;
         let stream = TcpStream::connect_timeout(&address, self.timeout).map_err(io_error)?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(io_error)?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(io_error)?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(io_error)?;
+        stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(io_error)?;
 
         let mut request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: dnsgate/{}\r\nAccept: */*\r\nConnection: close\r\n",
@@ -253,10 +321,13 @@ impl HttpFetcher {
         request.push_str("\r\n");
 
         let raw = if target.tls {
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|_| FetchError::InvalidUrl {
-                url: target.url.clone(),
-                reason: "the host is not a valid TLS server name".into(),
-            })?;
+            let name =
+                rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|_| {
+                    FetchError::InvalidUrl {
+                        url: target.url.clone(),
+                        reason: "the host is not a valid TLS server name".into(),
+                    }
+                })?;
             let connection = rustls::ClientConnection::new(self.tls.clone(), name)
                 .map_err(|error| io_error(std::io::Error::other(error)))?;
             let mut tls = rustls::StreamOwned::new(connection, stream);
@@ -268,8 +339,16 @@ impl HttpFetcher {
         Response::parse(&target.url, raw, self.max_bytes)
     }
 
-    fn send_and_read(&self, stream: &mut impl ReadWrite, request: &str, target: &Target) -> Result<Vec<u8>, FetchError> {
-        let io_error = |source| FetchError::Io { url: target.url.clone(), source };
+    fn send_and_read(
+        &self,
+        stream: &mut impl ReadWrite,
+        request: &str,
+        target: &Target,
+    ) -> Result<Vec<u8>, FetchError> {
+        let io_error = |source| FetchError::Io {
+            url: target.url.clone(),
+            source,
+        };
         stream.write_all(request.as_bytes()).map_err(io_error)?;
         stream.flush().map_err(io_error)?;
         let limit = self.max_bytes + MAX_HEADER_BYTES as u64;
@@ -283,7 +362,10 @@ impl HttpFetcher {
             Err(error) => return Err(io_error(error)),
         }
         if raw.len() as u64 > limit {
-            return Err(FetchError::TooLarge { url: target.url.clone(), limit: self.max_bytes });
+            return Err(FetchError::TooLarge {
+                url: target.url.clone(),
+                limit: self.max_bytes,
+            });
         }
         Ok(raw)
     }
@@ -302,8 +384,10 @@ impl<T: Read + Write> ReadWrite for T {}
 
 impl ListFetcher for HttpFetcher {
     fn fetch(&self, url: &str) -> Result<Fetched, FetchError> {
-        std::fs::create_dir_all(&self.cache_dir)
-            .map_err(|source| FetchError::Cache { path: self.cache_dir.clone(), source })?;
+        std::fs::create_dir_all(&self.cache_dir).map_err(|source| FetchError::Cache {
+            path: self.cache_dir.clone(),
+            source,
+        })?;
         let (content, meta_path) = self.cache_paths(url);
         let cached: Option<CacheMeta> = std::fs::read(&meta_path)
             .ok()
@@ -314,7 +398,10 @@ impl ListFetcher for HttpFetcher {
             Err(error) => match cached {
                 Some(meta) => {
                     tracing::warn!(url, %error, "list download failed; using the cached copy");
-                    Ok(Fetched { path: content, last_update: Some(meta.changed_at) })
+                    Ok(Fetched {
+                        path: content,
+                        last_update: Some(meta.changed_at),
+                    })
                 }
                 None => Err(error),
             },
@@ -324,7 +411,11 @@ impl ListFetcher for HttpFetcher {
 
 enum Download {
     NotModified,
-    Body { body: Vec<u8>, etag: Option<String>, last_modified: Option<String> },
+    Body {
+        body: Vec<u8>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
 }
 
 /// The parts of a URL a request needs.
@@ -338,7 +429,10 @@ struct Target {
 
 impl Target {
     fn parse(url: &str) -> Result<Self, FetchError> {
-        let invalid = |reason: &str| FetchError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let invalid = |reason: &str| FetchError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
         let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
@@ -346,14 +440,29 @@ impl Target {
             _ => return Err(invalid("only http:// and https:// are supported")),
         };
         let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let path = uri.path_and_query().map_or("/".to_owned(), |path| path.as_str().to_owned());
-        Ok(Self { url: url.to_owned(), tls, host, port, path })
+        let path = uri
+            .path_and_query()
+            .map_or("/".to_owned(), |path| path.as_str().to_owned());
+        Ok(Self {
+            url: url.to_owned(),
+            tls,
+            host,
+            port,
+            path,
+        })
     }
 
     fn host_header(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         match (self.tls, self.port) {
             (true, 443) | (false, 80) => host,
             (_, port) => format!("{host}:{port}"),
@@ -385,35 +494,56 @@ struct Response {
 
 impl Response {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
     }
 
     fn parse(url: &str, raw: Vec<u8>, max_bytes: u64) -> Result<Self, FetchError> {
-        let malformed = |reason: &str| FetchError::Malformed { url: url.to_owned(), reason: reason.to_owned() };
+        let malformed = |reason: &str| FetchError::Malformed {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
         let end = raw
             .windows(4)
             .take(MAX_HEADER_BYTES)
             .position(|window| window == b"\r\n\r\n")
             .ok_or_else(|| malformed("the header does not end"))?;
-        let head = std::str::from_utf8(&raw[..end]).map_err(|_| malformed("the header is not text"))?;
+        let head =
+            std::str::from_utf8(&raw[..end]).map_err(|_| malformed("the header is not text"))?;
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
         let mut parts = status_line.split(' ');
-        if !parts.next().is_some_and(|version| version.starts_with("HTTP/1.")) {
+        if !parts
+            .next()
+            .is_some_and(|version| version.starts_with("HTTP/1."))
+        {
             return Err(malformed("not an HTTP/1.x status line"));
         }
-        let status: u16 = parts.next().and_then(|code| code.parse().ok()).ok_or_else(|| malformed("no status code"))?;
+        let status: u16 = parts
+            .next()
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| malformed("no status code"))?;
         let headers: Vec<(String, String)> = lines
             .filter_map(|line| line.split_once(':'))
             .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
             .collect();
-        let mut response = Self { status, headers, body: Vec::new() };
+        let mut response = Self {
+            status,
+            headers,
+            body: Vec::new(),
+        };
         let body = &raw[end + 4..];
-        let chunked = response.header("transfer-encoding").is_some_and(|value| value.eq_ignore_ascii_case("chunked"));
+        let chunked = response
+            .header("transfer-encoding")
+            .is_some_and(|value| value.eq_ignore_ascii_case("chunked"));
         response.body = if chunked {
             decode_chunked(body).ok_or_else(|| malformed("invalid chunked body"))?
         } else if let Some(length) = response.header("content-length") {
-            let length: usize = length.parse().map_err(|_| malformed("invalid Content-Length"))?;
+            let length: usize = length
+                .parse()
+                .map_err(|_| malformed("invalid Content-Length"))?;
             if body.len() < length {
                 return Err(malformed("the body is shorter than Content-Length"));
             }
@@ -422,7 +552,10 @@ impl Response {
             body.to_vec()
         };
         if response.body.len() as u64 > max_bytes {
-            return Err(FetchError::TooLarge { url: url.to_owned(), limit: max_bytes });
+            return Err(FetchError::TooLarge {
+                url: url.to_owned(),
+                limit: max_bytes,
+            });
         }
         Ok(response)
     }
@@ -452,7 +585,10 @@ fn decode_chunked(mut body: &[u8]) -> Option<Vec<u8>> {
 /// Writes `bytes` to `path` through a temporary file and a rename, so a
 /// reader never sees a half-written list.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
-    let cache_error = |source| FetchError::Cache { path: path.to_owned(), source };
+    let cache_error = |source| FetchError::Cache {
+        path: path.to_owned(),
+        source,
+    };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, bytes).map_err(cache_error)?;
     std::fs::rename(&temporary, path).map_err(cache_error)
@@ -464,14 +600,20 @@ mod tests {
 
     #[test]
     fn chunked_decoding() {
-        assert_eq!(decode_chunked(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert_eq!(
+            decode_chunked(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
         assert_eq!(decode_chunked(b"5\r\nabc"), None);
     }
 
     #[test]
     fn targets_and_redirects() {
         let target = Target::parse("http://127.0.0.1:8080/lists/a.txt?x=1").unwrap();
-        assert_eq!((target.host.as_str(), target.port, target.path.as_str()), ("127.0.0.1", 8080, "/lists/a.txt?x=1"));
+        assert_eq!(
+            (target.host.as_str(), target.port, target.path.as_str()),
+            ("127.0.0.1", 8080, "/lists/a.txt?x=1")
+        );
         assert_eq!(target.resolve("/b.txt"), "http://127.0.0.1:8080/b.txt");
         assert_eq!(target.resolve("c.txt"), "http://127.0.0.1:8080/lists/c.txt");
         assert!(Target::parse("ftp://example.com/list").is_err());
@@ -485,6 +627,9 @@ mod tests {
         assert_eq!(response.body, b"abc");
         assert_eq!(response.header("etag"), Some("\"v1\""));
         let raw = b"HTTP/1.1 200 OK\r\n\r\n0123456789".to_vec();
-        assert!(matches!(Response::parse("u", raw, 5), Err(FetchError::TooLarge { .. })));
+        assert!(matches!(
+            Response::parse("u", raw, 5),
+            Err(FetchError::TooLarge { .. })
+        ));
     }
 }

@@ -11,7 +11,9 @@
 use std::net::IpAddr;
 
 use super::name::{is_address_literal, normalize};
-use super::rule::{is_sink_address, parse_host_address, Action, LineOutcome, LineParser, ParsedRule, Scope};
+use super::rule::{
+    Action, LineOutcome, LineParser, ParsedRule, Scope, is_sink_address, parse_host_address,
+};
 
 /// Names of the host itself that hosts files map to local addresses; they
 /// are never filtered.
@@ -34,7 +36,11 @@ const LOCAL_NAMES: &[&str] = &[
 pub struct HostsParser;
 
 impl LineParser for HostsParser {
-    fn parse_line<'a>(&mut self, line: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome {
+    fn parse_line<'a>(
+        &mut self,
+        line: &'a str,
+        emit: &mut dyn FnMut(ParsedRule<'a>),
+    ) -> LineOutcome {
         let line = strip_comment(line);
         let mut tokens = line.split_ascii_whitespace();
         let Some(first) = tokens.next() else {
@@ -53,12 +59,20 @@ pub fn parse_names<'a>(
     names: impl Iterator<Item = &'a str>,
     emit: &mut dyn FnMut(ParsedRule<'a>),
 ) -> LineOutcome {
-    let action = if is_sink_address(address) { Action::Block } else { Action::Rewrite(address) };
+    let action = if is_sink_address(address) {
+        Action::Block
+    } else {
+        Action::Rewrite(address)
+    };
     let mut emitted = 0;
     let mut ignored = 0;
     let mut invalid = None;
     for raw in names {
-        if LOCAL_NAMES.iter().any(|local| local.eq_ignore_ascii_case(raw)) || is_address_literal(raw) {
+        if LOCAL_NAMES
+            .iter()
+            .any(|local| local.eq_ignore_ascii_case(raw))
+            || is_address_literal(raw)
+        {
             ignored += 1;
             continue;
         }
@@ -82,7 +96,8 @@ pub fn parse_names<'a>(
 
 /// Cuts a `#` comment off a line. hosts(5) starts a comment at any `#`.
 fn strip_comment(line: &str) -> &str {
-    line.split_once('#').map_or(line, |(before, _comment)| before)
+    line.split_once('#')
+        .map_or(line, |(before, _comment)| before)
 }
 
 #[cfg(test)]
@@ -100,13 +115,19 @@ mod tests {
         let (outcome, rules) = parse("0.0.0.0 a.example\tB.example # c.example");
         assert_eq!(outcome, LineOutcome::Rules);
         assert_eq!(rules.len(), 2);
-        assert_eq!(rules[1], ParsedRule::name("b.example".into(), Scope::Exact, Action::Block));
+        assert_eq!(
+            rules[1],
+            ParsedRule::name("b.example".into(), Scope::Exact, Action::Block)
+        );
     }
 
     #[test]
     fn real_address_is_rewrite() {
         let (_, rules) = parse("192.0.2.7 nas.example");
-        assert_eq!(rules[0].action, Action::Rewrite("192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            rules[0].action,
+            Action::Rewrite("192.0.2.7".parse().unwrap())
+        );
     }
 
     #[test]
@@ -114,7 +135,10 @@ mod tests {
         assert_eq!(parse("127.0.0.1 localhost").0, LineOutcome::Ignored);
         assert_eq!(parse("fe80::1%lo0 localhost").0, LineOutcome::Ignored);
         assert_eq!(parse("0.0.0.0 0.0.0.0").0, LineOutcome::Ignored);
-        assert_eq!(parse("255.255.255.255 broadcasthost").0, LineOutcome::Ignored);
+        assert_eq!(
+            parse("255.255.255.255 broadcasthost").0,
+            LineOutcome::Ignored
+        );
     }
 
     #[test]

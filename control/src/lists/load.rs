@@ -36,8 +36,20 @@ pub struct Detail {
 /// Identity of the rules a `$badfilter` rule disables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadfilterTarget {
-    Name { key: u64, scope: Scope, action: Action, important: bool, qtypes: Option<QtypeFilter> },
-    Regex { expression: String, inverted: bool, action: Action, important: bool, qtypes: Option<QtypeFilter> },
+    Name {
+        key: u64,
+        scope: Scope,
+        action: Action,
+        important: bool,
+        qtypes: Option<QtypeFilter>,
+    },
+    Regex {
+        expression: String,
+        inverted: bool,
+        action: Action,
+        important: bool,
+        qtypes: Option<QtypeFilter>,
+    },
 }
 
 /// Every rule of every source, before merging.
@@ -57,14 +69,24 @@ pub struct RawSet {
 /// Reads and parses every source.
 pub fn load_sources(specs: &[SourceSpec], fetcher: &dyn ListFetcher) -> Result<RawSet, ListError> {
     if specs.len() > u16::MAX as usize {
-        return Err(ListError::TooManySources { count: specs.len(), max: u16::MAX as usize });
+        return Err(ListError::TooManySources {
+            count: specs.len(),
+            max: u16::MAX as usize,
+        });
     }
     let mut raw = RawSet::default();
     for (index, spec) in specs.iter().enumerate() {
         let (path, fetched_at) = local_path(spec, fetcher)?;
-        let report = load_source(index as u16, spec, &path, &mut raw)
-            .map_err(|source| ListError::Read { location: spec.location.clone(), path: path.clone(), source })?;
-        let report = SourceReport { last_update: fetched_at.or(report.last_update), ..report };
+        let report =
+            load_source(index as u16, spec, &path, &mut raw).map_err(|source| ListError::Read {
+                location: spec.location.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        let report = SourceReport {
+            last_update: fetched_at.or(report.last_update),
+            ..report
+        };
         tracing::debug!(
             source = %spec.location,
             format = %report.format,
@@ -74,17 +96,24 @@ pub fn load_sources(specs: &[SourceSpec], fetcher: &dyn ListFetcher) -> Result<R
             "list source parsed"
         );
         raw.reports.push(report);
-        raw.sources.push(SourceOrigin { location: spec.location.clone(), path });
+        raw.sources.push(SourceOrigin {
+            location: spec.location.clone(),
+            path,
+        });
     }
     Ok(raw)
 }
 
-fn local_path(spec: &SourceSpec, fetcher: &dyn ListFetcher) -> Result<(PathBuf, Option<u64>), ListError> {
+fn local_path(
+    spec: &SourceSpec,
+    fetcher: &dyn ListFetcher,
+) -> Result<(PathBuf, Option<u64>), ListError> {
     let location = spec.location.as_str();
     if location.starts_with("http://") || location.starts_with("https://") {
-        let fetched = fetcher
-            .fetch(location)
-            .map_err(|source| ListError::Fetch { location: location.to_owned(), source })?;
+        let fetched = fetcher.fetch(location).map_err(|source| ListError::Fetch {
+            location: location.to_owned(),
+            source,
+        })?;
         return Ok((fetched.path, fetched.last_update));
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
@@ -106,7 +135,10 @@ fn parser_for(format: ListFormat) -> Box<dyn LineParser> {
 /// Calls `each` with every line of `path`: its number, and its text or the
 /// reason it cannot be text. Line terminators (LF or CRLF) and a UTF-8 byte
 /// order mark on the first line are removed.
-fn for_each_line(path: &Path, mut each: impl FnMut(u32, Result<&str, String>) -> bool) -> std::io::Result<()> {
+fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(u32, Result<&str, String>) -> bool,
+) -> std::io::Result<()> {
     let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
     let mut buffer = Vec::with_capacity(256);
     let mut number = 0u32;
@@ -122,7 +154,8 @@ fn for_each_line(path: &Path, mut each: impl FnMut(u32, Result<&str, String>) ->
         if number == 1 {
             bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
         }
-        let text = std::str::from_utf8(bytes).map_err(|error| format!("the line is not valid UTF-8: {error}"));
+        let text = std::str::from_utf8(bytes)
+            .map_err(|error| format!("the line is not valid UTF-8: {error}"));
         if !each(number, text) {
             return Ok(());
         }
@@ -140,7 +173,12 @@ pub fn detect_format(path: &Path) -> std::io::Result<ListFormat> {
     Ok(detect::detect(sample.iter().map(String::as_str)))
 }
 
-fn load_source(index: u16, spec: &SourceSpec, path: &Path, raw: &mut RawSet) -> std::io::Result<SourceReport> {
+fn load_source(
+    index: u16,
+    spec: &SourceSpec,
+    path: &Path,
+    raw: &mut RawSet,
+) -> std::io::Result<SourceReport> {
     let format = match spec.format {
         ListFormat::Auto => detect_format(path)?,
         format => format,
@@ -150,8 +188,13 @@ fn load_source(index: u16, spec: &SourceSpec, path: &Path, raw: &mut RawSet) -> 
         .ok()
         .and_then(|modified| modified.duration_since(UNIX_EPOCH).ok())
         .map(|age| age.as_secs());
-    let mut report =
-        SourceReport { name: spec.location.clone(), role: spec.role, format, last_update, ..SourceReport::default() };
+    let mut report = SourceReport {
+        name: spec.location.clone(),
+        role: spec.role,
+        format,
+        last_update,
+        ..SourceReport::default()
+    };
     let mut parser = parser_for(format);
 
     for_each_line(path, |line, text| {
@@ -164,16 +207,18 @@ fn load_source(index: u16, spec: &SourceSpec, path: &Path, raw: &mut RawSet) -> 
             }
         };
         let mut late_issue = None;
-        let outcome = parser.parse_line(text, &mut |rule| {
-            match add_rule(raw, rule, spec.role, index, line) {
-                Ok(()) => report.accepted += 1,
-                Err(reason) => {
-                    late_issue.get_or_insert(reason);
-                }
+        let outcome = parser.parse_line(text, &mut |rule| match add_rule(
+            raw, rule, spec.role, index, line,
+        ) {
+            Ok(()) => report.accepted += 1,
+            Err(reason) => {
+                late_issue.get_or_insert(reason);
             }
         });
         match (outcome, late_issue) {
-            (_, Some(reason)) | (LineOutcome::Unsupported(reason), None) => report.unsupported.record(line, reason),
+            (_, Some(reason)) | (LineOutcome::Unsupported(reason), None) => {
+                report.unsupported.record(line, reason)
+            }
             (LineOutcome::Invalid(reason), None) => report.invalid.record(line, reason),
             (LineOutcome::Ignored, None) => report.ignored += 1,
             (LineOutcome::Rules | LineOutcome::Skipped, None) => {}
@@ -185,7 +230,13 @@ fn load_source(index: u16, spec: &SourceSpec, path: &Path, raw: &mut RawSet) -> 
 
 /// Applies the source's role to a rule and stores it. Returns why the rule
 /// is unsupported when it cannot be stored.
-fn add_rule(raw: &mut RawSet, rule: ParsedRule<'_>, role: ListRole, source: u16, line: u32) -> Result<(), String> {
+fn add_rule(
+    raw: &mut RawSet,
+    rule: ParsedRule<'_>,
+    role: ListRole,
+    source: u16,
+    line: u32,
+) -> Result<(), String> {
     let action = match role {
         ListRole::Allow => Action::Allow,
         ListRole::Block => rule.action,
@@ -208,15 +259,32 @@ fn add_rule(raw: &mut RawSet, rule: ParsedRule<'_>, role: ListRole, source: u16,
                 _ => None,
             };
             let detailed = rule.qtypes.is_some() || rewrite.is_some();
-            raw.records.push(Record::new(key, source, line, scope, action, rule.important, detailed));
+            raw.records.push(Record::new(
+                key,
+                source,
+                line,
+                scope,
+                action,
+                rule.important,
+                detailed,
+            ));
             raw.names.push_str(&name);
             raw.names.push('\n');
             if detailed {
-                raw.details.push(Detail { key, source, line, qtypes: rule.qtypes, rewrite });
+                raw.details.push(Detail {
+                    key,
+                    source,
+                    line,
+                    qtypes: rule.qtypes,
+                    rewrite,
+                });
             }
             Ok(())
         }
-        Pattern::Regex { expression, inverted } => {
+        Pattern::Regex {
+            expression,
+            inverted,
+        } => {
             if let Some(reason) = non_name_reason(&expression) {
                 return Err(format!("/{expression}/: {reason}"));
             }
@@ -232,7 +300,14 @@ fn add_rule(raw: &mut RawSet, rule: ParsedRule<'_>, role: ListRole, source: u16,
             }
             let regex = compile(&expression)?;
             let origin = RuleOrigin { source, line };
-            let rule = RegexRule { regex, inverted, action, important: rule.important, qtypes: rule.qtypes, origin };
+            let rule = RegexRule {
+                regex,
+                inverted,
+                action,
+                important: rule.important,
+                qtypes: rule.qtypes,
+                origin,
+            };
             raw.regexes.push((rule, expression));
             Ok(())
         }

@@ -123,8 +123,9 @@ pub enum ListFormat {
 
 impl ListFormat {
     /// Every format name that [`FromStr`] accepts.
-    pub const NAMES: [&'static str; 9] =
-        ["auto", "hosts", "domains", "wildcard", "adblock", "regex", "dnsmasq", "rpz", "unbound"];
+    pub const NAMES: [&'static str; 9] = [
+        "auto", "hosts", "domains", "wildcard", "adblock", "regex", "dnsmasq", "rpz", "unbound",
+    ];
 
     fn name(self) -> &'static str {
         Self::NAMES[self as usize]
@@ -155,7 +156,9 @@ impl FromStr for ListFormat {
         FORMATS
             .into_iter()
             .find(|format| format.name().eq_ignore_ascii_case(text))
-            .ok_or_else(|| ListError::UnknownFormat { value: text.to_owned() })
+            .ok_or_else(|| ListError::UnknownFormat {
+                value: text.to_owned(),
+            })
     }
 }
 
@@ -188,7 +191,11 @@ pub struct SourceSpec {
 impl SourceSpec {
     /// Creates a source at `location` with `format` and `role`.
     pub fn new(location: impl Into<String>, format: ListFormat, role: ListRole) -> Self {
-        Self { location: location.into(), format, role }
+        Self {
+            location: location.into(),
+            format,
+            role,
+        }
     }
 }
 
@@ -209,7 +216,10 @@ impl Default for Budget {
     /// 100,000 user-space rules: both sets plus the controller fit in
     /// a 256 MB router beside its other services.
     fn default() -> Self {
-        Self { max_kernel_table_bytes: 32 << 20, max_user_space_rules: 100_000 }
+        Self {
+            max_kernel_table_bytes: 32 << 20,
+            max_user_space_rules: 100_000,
+        }
     }
 }
 
@@ -354,7 +364,9 @@ pub struct Compiled {
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     /// A list file could not be read.
-    #[error("failed to read list {location:?} from {path}: {source}; check that the file exists and is readable")]
+    #[error(
+        "failed to read list {location:?} from {path}: {source}; check that the file exists and is readable"
+    )]
     Read {
         /// The source as configured.
         location: String,
@@ -374,7 +386,9 @@ pub enum ListError {
         source: FetchError,
     },
     /// A format name is not one of [`ListFormat::NAMES`].
-    #[error("unknown list format {value:?}; use one of: auto, hosts, domains, wildcard, adblock, regex, dnsmasq, rpz, unbound")]
+    #[error(
+        "unknown list format {value:?}; use one of: auto, hosts, domains, wildcard, adblock, regex, dnsmasq, rpz, unbound"
+    )]
     UnknownFormat {
         /// The name given.
         value: String,
@@ -389,7 +403,9 @@ pub enum ListError {
     },
     /// The compiled set exceeds a [`Budget`] limit; the previous set stays
     /// in force.
-    #[error("the compiled lists need {needed} {unit} but the budget allows {limit}; remove lists or raise the budget")]
+    #[error(
+        "the compiled lists need {needed} {unit} but the budget allows {limit}; remove lists or raise the budget"
+    )]
     OverBudget {
         /// Unit of the measure ("bytes of kernel table", "user-space rules").
         unit: &'static str,
@@ -437,8 +453,12 @@ mod tests {
 
     #[test]
     fn serde_names_are_lowercase() {
-        let spec: SourceSpec = serde_json::from_str(r#"{"location":"a","format":"rpz","role":"allow"}"#).unwrap();
+        let spec: SourceSpec =
+            serde_json::from_str(r#"{"location":"a","format":"rpz","role":"allow"}"#).unwrap();
         assert_eq!(spec, SourceSpec::new("a", ListFormat::Rpz, ListRole::Allow));
-        assert_eq!(serde_json::to_string(&ListFormat::Dnsmasq).unwrap(), "\"dnsmasq\"");
+        assert_eq!(
+            serde_json::to_string(&ListFormat::Dnsmasq).unwrap(),
+            "\"dnsmasq\""
+        );
     }
 }

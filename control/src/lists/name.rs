@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use dnsgate_common::name::{label_hash, suffix_key, MAX_LABEL_LEN, ROOT_KEY};
+use dnsgate_common::name::{MAX_LABEL_LEN, ROOT_KEY, label_hash, suffix_key};
 
 /// Maximum length of a name in presentation form without the trailing dot.
 pub const MAX_NAME_LEN: usize = 253;
@@ -49,9 +49,13 @@ fn validate(name: &str) -> Result<(), &'static str> {
         if label.len() > MAX_LABEL_LEN {
             return Err("a label is longer than 63 characters");
         }
-        let allowed = |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_';
+        let allowed = |byte: u8| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_'
+        };
         if !label.bytes().all(allowed) {
-            return Err("the name contains a character other than letters, digits, '-', '_' and '.'");
+            return Err(
+                "the name contains a character other than letters, digits, '-', '_' and '.'",
+            );
         }
     }
     Ok(())
@@ -89,18 +93,27 @@ mod tests {
 
     #[test]
     fn keeps_normal_names_borrowed() {
-        assert!(matches!(normalize("ads.example.com").unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(
+            normalize("ads.example.com").unwrap(),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
     fn converts_idn_to_punycode() {
-        assert_eq!(normalize("bücher.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(
+            normalize("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
         assert_eq!(normalize("MÜNCHEN.de").unwrap(), "xn--mnchen-3ya.de");
     }
 
     #[test]
     fn accepts_underscores_and_hyphens() {
-        assert_eq!(normalize("_dmarc.my-host.example").unwrap(), "_dmarc.my-host.example");
+        assert_eq!(
+            normalize("_dmarc.my-host.example").unwrap(),
+            "_dmarc.my-host.example"
+        );
     }
 
     #[test]

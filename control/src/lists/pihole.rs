@@ -17,7 +17,11 @@ use super::rule::{Action, LineOutcome, LineParser, ParsedRule, Pattern, QtypeFil
 pub struct PiholeRegexParser;
 
 impl LineParser for PiholeRegexParser {
-    fn parse_line<'a>(&mut self, line: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome {
+    fn parse_line<'a>(
+        &mut self,
+        line: &'a str,
+        emit: &mut dyn FnMut(ParsedRule<'a>),
+    ) -> LineOutcome {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             return LineOutcome::Skipped;
@@ -30,12 +34,16 @@ impl LineParser for PiholeRegexParser {
             if let Some(list) = option.strip_prefix("querytype=") {
                 match QtypeFilter::parse(list, ',', '!') {
                     Ok(filter) => qtypes = Some(filter),
-                    Err(reason) => return LineOutcome::Invalid(format!(";querytype={list}: {reason}")),
+                    Err(reason) => {
+                        return LineOutcome::Invalid(format!(";querytype={list}: {reason}"));
+                    }
                 }
             } else if option == "invert" {
                 inverted = true;
             } else if option.starts_with("reply=") {
-                return LineOutcome::Unsupported(format!(";{option} is not supported: dnsgate answers blocked names one way"));
+                return LineOutcome::Unsupported(format!(
+                    ";{option} is not supported: dnsgate answers blocked names one way"
+                ));
             } else {
                 break;
             }
@@ -45,12 +53,17 @@ impl LineParser for PiholeRegexParser {
             // A leading `*` is not an ERE; some lists mean a glob by it.
             Some(_) => match glob_to_regex(expression, "", "$") {
                 Some(expression) => expression,
-                None => return LineOutcome::Invalid(format!("{expression:?} is not a valid regex")),
+                None => {
+                    return LineOutcome::Invalid(format!("{expression:?} is not a valid regex"));
+                }
             },
             None => expression.to_owned(),
         };
         emit(ParsedRule {
-            pattern: Pattern::Regex { expression, inverted },
+            pattern: Pattern::Regex {
+                expression,
+                inverted,
+            },
             action: Action::Block,
             important: false,
             qtypes,
@@ -74,21 +87,48 @@ mod tests {
     fn plain_expression() {
         let (outcome, rules) = parse("^(www[0-9]*\\.)?xn--");
         assert_eq!(outcome, LineOutcome::Rules);
-        assert_eq!(rules[0].pattern, Pattern::Regex { expression: "^(www[0-9]*\\.)?xn--".to_owned(), inverted: false });
+        assert_eq!(
+            rules[0].pattern,
+            Pattern::Regex {
+                expression: "^(www[0-9]*\\.)?xn--".to_owned(),
+                inverted: false
+            }
+        );
     }
 
     #[test]
     fn querytype_and_invert() {
         let (_, rules) = parse("^ads\\.;querytype=AAAA,HTTPS;invert");
-        assert_eq!(rules[0].qtypes, Some(QtypeFilter { types: vec![28, 65], excluded: false }));
-        assert_eq!(rules[0].pattern, Pattern::Regex { expression: "^ads\\.".to_owned(), inverted: true });
+        assert_eq!(
+            rules[0].qtypes,
+            Some(QtypeFilter {
+                types: vec![28, 65],
+                excluded: false
+            })
+        );
+        assert_eq!(
+            rules[0].pattern,
+            Pattern::Regex {
+                expression: "^ads\\.".to_owned(),
+                inverted: true
+            }
+        );
         let (_, rules) = parse("^ads\\.;querytype=!A");
-        assert_eq!(rules[0].qtypes, Some(QtypeFilter { types: vec![1], excluded: true }));
+        assert_eq!(
+            rules[0].qtypes,
+            Some(QtypeFilter {
+                types: vec![1],
+                excluded: true
+            })
+        );
     }
 
     #[test]
     fn reply_option_is_unsupported() {
-        assert!(matches!(parse("^ads\\.;reply=nxdomain").0, LineOutcome::Unsupported(_)));
+        assert!(matches!(
+            parse("^ads\\.;reply=nxdomain").0,
+            LineOutcome::Unsupported(_)
+        ));
     }
 
     #[test]

@@ -46,7 +46,15 @@ pub const FLAG_DISABLED: u16 = 1 << 9;
 
 impl Record {
     /// Builds a record with no compilation flags.
-    pub fn new(key: u64, source: u16, line: u32, scope: Scope, action: Action, important: bool, detailed: bool) -> Self {
+    pub fn new(
+        key: u64,
+        source: u16,
+        line: u32,
+        scope: Scope,
+        action: Action,
+        important: bool,
+        detailed: bool,
+    ) -> Self {
         let scope_bits = match scope {
             Scope::Exact => 0,
             Scope::Subtree => 1,
@@ -64,7 +72,12 @@ impl Record {
         if detailed {
             bits |= FLAG_DETAILED;
         }
-        Self { key, line, source, bits }
+        Self {
+            key,
+            line,
+            source,
+            bits,
+        }
     }
 
     /// Names the rule covers.
@@ -159,7 +172,10 @@ impl Provenance {
     pub fn line_text(&self, source: u16, line: u32) -> Option<String> {
         let origin = self.sources.get(source as usize)?;
         let file = std::fs::File::open(&origin.path).ok()?;
-        let text = BufReader::new(file).split(b'\n').nth(line.checked_sub(1)? as usize)?.ok()?;
+        let text = BufReader::new(file)
+            .split(b'\n')
+            .nth(line.checked_sub(1)? as usize)?
+            .ok()?;
         let text = String::from_utf8_lossy(&text);
         let text = text.trim_end_matches('\r').trim_start_matches('\u{feff}');
         Some(text.to_owned())

@@ -47,8 +47,11 @@ pub fn non_name_reason(expression: &str) -> Option<&'static str> {
         return Some("the regex matches URLs or IPv6 addresses, not names");
     }
     let without_digit_classes = expression.replace(r"\d", "");
-    let has_letters = without_digit_classes.bytes().any(|byte| byte.is_ascii_alphabetic());
-    let has_dotted_digits = expression.contains(r"\.") && expression.bytes().any(|byte| byte.is_ascii_digit());
+    let has_letters = without_digit_classes
+        .bytes()
+        .any(|byte| byte.is_ascii_alphabetic());
+    let has_dotted_digits =
+        expression.contains(r"\.") && expression.bytes().any(|byte| byte.is_ascii_digit());
     if !has_letters && has_dotted_digits {
         return Some("the regex matches IPv4 addresses in answers, not names");
     }
@@ -83,7 +86,11 @@ pub fn compile(expression: &str) -> Result<Regex, String> {
         .build()
         .map_err(|error| match error {
             regex::Error::Syntax(message) => {
-                let summary = message.lines().rev().find(|line| line.starts_with("error:")).unwrap_or("syntax error");
+                let summary = message
+                    .lines()
+                    .rev()
+                    .find(|line| line.starts_with("error:"))
+                    .unwrap_or("syntax error");
                 format!("the regex crate cannot compile /{expression}/: {summary}")
             }
             other => format!("the regex crate cannot compile /{expression}/: {other}"),
@@ -96,7 +103,10 @@ mod tests {
 
     #[test]
     fn glob_translation() {
-        assert_eq!(glob_to_regex("ads*.Example.com", "(?:^|\\.)", "$").unwrap(), r"(?:^|\.)ads.*\.example\.com$");
+        assert_eq!(
+            glob_to_regex("ads*.Example.com", "(?:^|\\.)", "$").unwrap(),
+            r"(?:^|\.)ads.*\.example\.com$"
+        );
         assert_eq!(glob_to_regex("a/b", "^", "$"), None);
     }
 

@@ -40,14 +40,20 @@ pub struct RpzParser {
 const NON_QNAME_TRIGGERS: &[&str] = &["rpz-ip", "rpz-nsip", "rpz-nsdname", "rpz-client-ip"];
 
 impl LineParser for RpzParser {
-    fn parse_line<'a>(&mut self, line: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome {
+    fn parse_line<'a>(
+        &mut self,
+        line: &'a str,
+        emit: &mut dyn FnMut(ParsedRule<'a>),
+    ) -> LineOutcome {
         let content = strip_comment(line);
         let was_open = self.open_parentheses > 0;
         self.track_parentheses(content);
         if was_open {
             return LineOutcome::Skipped;
         }
-        let mut tokens = content.split_ascii_whitespace().filter(|token| *token != "(" && *token != ")");
+        let mut tokens = content
+            .split_ascii_whitespace()
+            .filter(|token| *token != "(" && *token != ")");
         let Some(first) = tokens.next() else {
             return LineOutcome::Skipped;
         };
@@ -56,7 +62,11 @@ impl LineParser for RpzParser {
         }
 
         let owner_given = !line.starts_with([' ', '\t']);
-        let mut record_type = if owner_given { tokens.next() } else { Some(first) };
+        let mut record_type = if owner_given {
+            tokens.next()
+        } else {
+            Some(first)
+        };
         while record_type.is_some_and(|token| is_ttl(token) || is_class(token)) {
             record_type = tokens.next();
         }
@@ -84,9 +94,17 @@ impl LineParser for RpzParser {
             },
             "A" | "AAAA" => match tokens.next().map(str::parse) {
                 Some(Ok(address)) => Action::Rewrite(address),
-                _ => return LineOutcome::Invalid(format!("{record_type} record without a valid address")),
+                _ => {
+                    return LineOutcome::Invalid(format!(
+                        "{record_type} record without a valid address"
+                    ));
+                }
             },
-            other => return LineOutcome::Unsupported(format!("RPZ record type {other} is not supported")),
+            other => {
+                return LineOutcome::Unsupported(format!(
+                    "RPZ record type {other} is not supported"
+                ));
+            }
         };
         match self.trigger(owner) {
             Ok((name, scope)) => {
@@ -128,21 +146,26 @@ impl RpzParser {
     /// Returns the trigger name and scope of an owner name.
     fn trigger<'a>(&self, owner: Cow<'a, str>) -> Result<(Cow<'a, str>, Scope), LineOutcome> {
         if owner == "@" {
-            return Err(LineOutcome::Unsupported("a policy on the zone apex matches no name".to_owned()));
+            return Err(LineOutcome::Unsupported(
+                "a policy on the zone apex matches no name".to_owned(),
+            ));
         }
         let absolute = owner.ends_with('.');
         let mut name = match owner {
             Cow::Borrowed(text) => Cow::Borrowed(text.trim_end_matches('.')),
             Cow::Owned(text) => Cow::Owned(text.trim_end_matches('.').to_owned()),
         };
-        if absolute {
-            if let Some(origin) = &self.origin {
-                if let Some(relative) = strip_origin(&name, origin) {
-                    name = Cow::Owned(relative.to_owned());
-                }
-            }
+        if absolute
+            && let Some(origin) = &self.origin
+            && let Some(relative) = strip_origin(&name, origin)
+        {
+            name = Cow::Owned(relative.to_owned());
         }
-        if name.split('.').any(|label| NON_QNAME_TRIGGERS.iter().any(|marker| label.eq_ignore_ascii_case(marker))) {
+        if name.split('.').any(|label| {
+            NON_QNAME_TRIGGERS
+                .iter()
+                .any(|marker| label.eq_ignore_ascii_case(marker))
+        }) {
             return Err(LineOutcome::Unsupported(format!(
                 "{name:?} is an IP, NSIP or NSDNAME trigger, which is not supported"
             )));
@@ -158,11 +181,15 @@ impl RpzParser {
             },
         };
         if raw == "*" {
-            return Err(LineOutcome::Unsupported("a wildcard on the zone apex matches every name".to_owned()));
+            return Err(LineOutcome::Unsupported(
+                "a wildcard on the zone apex matches every name".to_owned(),
+            ));
         }
         let normalized = match raw {
             Cow::Borrowed(text) => normalize(text).map_err(LineOutcome::Invalid)?,
-            Cow::Owned(text) => Cow::Owned(normalize(&text).map_err(LineOutcome::Invalid)?.into_owned()),
+            Cow::Owned(text) => {
+                Cow::Owned(normalize(&text).map_err(LineOutcome::Invalid)?.into_owned())
+            }
         };
         Ok((normalized, scope))
     }
@@ -173,17 +200,23 @@ fn strip_origin<'n>(name: &'n str, origin: &str) -> Option<&'n str> {
     if !name[head..].eq_ignore_ascii_case(origin) {
         return None;
     }
-    name[..head].strip_suffix('.').filter(|relative| !relative.is_empty())
+    name[..head]
+        .strip_suffix('.')
+        .filter(|relative| !relative.is_empty())
 }
 
 fn cname_action(target: Option<&str>) -> Result<Action, LineOutcome> {
     let Some(target) = target else {
-        return Err(LineOutcome::Invalid("CNAME record without a target".to_owned()));
+        return Err(LineOutcome::Invalid(
+            "CNAME record without a target".to_owned(),
+        ));
     };
     match target.trim_end_matches('.').to_ascii_lowercase().as_str() {
         "" | "*" | "rpz-drop" => Ok(Action::Block),
         "rpz-passthru" => Ok(Action::Allow),
-        "rpz-tcp-only" => Err(LineOutcome::Unsupported("the rpz-tcp-only action is not supported".to_owned())),
+        "rpz-tcp-only" => Err(LineOutcome::Unsupported(
+            "the rpz-tcp-only action is not supported".to_owned(),
+        )),
         _ => Err(LineOutcome::Unsupported(format!(
             "CNAME {target} rewrites to another name, which is not supported"
         ))),
@@ -196,7 +229,9 @@ fn is_ttl(token: &str) -> bool {
 }
 
 fn is_class(token: &str) -> bool {
-    ["IN", "CH", "HS", "CS", "ANY"].iter().any(|class| class.eq_ignore_ascii_case(token))
+    ["IN", "CH", "HS", "CS", "ANY"]
+        .iter()
+        .any(|class| class.eq_ignore_ascii_case(token))
 }
 
 /// Cuts a `;` comment off a line, leaving quoted text alone.
@@ -240,7 +275,11 @@ mod tests {
             rules,
             vec![
                 ("ads.example".to_owned(), Scope::Exact, Action::Block),
-                ("ads.example".to_owned(), Scope::StrictSubtree, Action::Block),
+                (
+                    "ads.example".to_owned(),
+                    Scope::StrictSubtree,
+                    Action::Block
+                ),
             ]
         );
     }
@@ -250,13 +289,23 @@ mod tests {
         let text = "$TTL 300\n@ IN SOA localhost. admin.localhost. (\n    1787419808 ; serial\n    3600 ; refresh\n)\n    IN NS  localhost.\n\nbad.example.          CNAME  .\n*.bad.example.        CNAME  .\n";
         let (outcomes, rules) = parse_all(text);
         assert_eq!(rules.len(), 2);
-        assert_eq!(rules[0], ("bad.example".to_owned(), Scope::Exact, Action::Block));
-        assert!(!outcomes.iter().any(|outcome| matches!(outcome, LineOutcome::Invalid(_))), "{outcomes:?}");
+        assert_eq!(
+            rules[0],
+            ("bad.example".to_owned(), Scope::Exact, Action::Block)
+        );
+        assert!(
+            !outcomes
+                .iter()
+                .any(|outcome| matches!(outcome, LineOutcome::Invalid(_))),
+            "{outcomes:?}"
+        );
     }
 
     #[test]
     fn origin_is_removed_from_absolute_owners() {
-        let (_, rules) = parse_all("$ORIGIN rpz.local.\nads.example.rpz.local. CNAME .\nother.example CNAME .\n");
+        let (_, rules) = parse_all(
+            "$ORIGIN rpz.local.\nads.example.rpz.local. CNAME .\nother.example CNAME .\n",
+        );
         assert_eq!(rules[0].0, "ads.example");
         assert_eq!(rules[1].0, "other.example");
     }
@@ -278,6 +327,11 @@ mod tests {
             "32.1.2.0.192.rpz-ip CNAME .\nns.example.rpz-nsdname CNAME .\nx.example CNAME other.example.\nx.example TXT \"hi\"\n",
         );
         assert!(rules.is_empty());
-        assert!(outcomes.iter().all(|outcome| matches!(outcome, LineOutcome::Unsupported(_))), "{outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| matches!(outcome, LineOutcome::Unsupported(_))),
+            "{outcomes:?}"
+        );
     }
 }

@@ -84,9 +84,15 @@ impl QtypeFilter {
             }
         }
         if !included.is_empty() {
-            Ok(Self { types: included, excluded: false })
+            Ok(Self {
+                types: included,
+                excluded: false,
+            })
         } else if !excluded.is_empty() {
-            Ok(Self { types: excluded, excluded: true })
+            Ok(Self {
+                types: excluded,
+                excluded: true,
+            })
         } else {
             Err("the record type list is empty".to_owned())
         }
@@ -146,10 +152,16 @@ pub fn qtype_from_name(name: &str) -> Option<u16> {
         ("URI", 256),
         ("CAA", 257),
     ];
-    if let Some(&(_, qtype)) = TYPES.iter().find(|(mnemonic, _)| mnemonic.eq_ignore_ascii_case(name)) {
+    if let Some(&(_, qtype)) = TYPES
+        .iter()
+        .find(|(mnemonic, _)| mnemonic.eq_ignore_ascii_case(name))
+    {
         return Some(qtype);
     }
-    let number = name.get(..4).filter(|prefix| prefix.eq_ignore_ascii_case("TYPE")).map(|_| &name[4..])?;
+    let number = name
+        .get(..4)
+        .filter(|prefix| prefix.eq_ignore_ascii_case("TYPE"))
+        .map(|_| &name[4..])?;
     number.parse().ok()
 }
 
@@ -223,7 +235,11 @@ pub enum LineOutcome {
 pub trait LineParser {
     /// Parses one line (without its line terminator) and passes each rule
     /// it contains to `emit`.
-    fn parse_line<'a>(&mut self, line: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome;
+    fn parse_line<'a>(
+        &mut self,
+        line: &'a str,
+        emit: &mut dyn FnMut(ParsedRule<'a>),
+    ) -> LineOutcome;
 }
 
 /// Checks whether `address` is a sink, which is how hosts files and dnsmasq
@@ -235,7 +251,9 @@ pub fn is_sink_address(address: IpAddr) -> bool {
 /// Parses an address the way hosts files write it, with an optional IPv6
 /// zone (`fe80::1%lo0`) that is dropped.
 pub fn parse_host_address(text: &str) -> Option<IpAddr> {
-    let text = text.split_once('%').map_or(text, |(address, _zone)| address);
+    let text = text
+        .split_once('%')
+        .map_or(text, |(address, _zone)| address);
     text.parse().ok()
 }
 
@@ -285,7 +303,10 @@ mod tests {
 
     #[test]
     fn host_address_drops_zone() {
-        assert_eq!(parse_host_address("fe80::1%lo0"), Some("fe80::1".parse().unwrap()));
+        assert_eq!(
+            parse_host_address("fe80::1%lo0"),
+            Some("fe80::1".parse().unwrap())
+        );
         assert_eq!(parse_host_address("localhost"), None);
     }
 }

@@ -19,7 +19,11 @@ use super::rule::{Action, LineOutcome, LineParser, ParsedRule, Scope};
 pub struct UnboundParser;
 
 impl LineParser for UnboundParser {
-    fn parse_line<'a>(&mut self, line: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome {
+    fn parse_line<'a>(
+        &mut self,
+        line: &'a str,
+        emit: &mut dyn FnMut(ParsedRule<'a>),
+    ) -> LineOutcome {
         let line = strip_comment(line).trim();
         if line.is_empty() || line == "server:" {
             return LineOutcome::Skipped;
@@ -30,7 +34,9 @@ impl LineParser for UnboundParser {
         match option.trim() {
             "local-zone" => local_zone(value.trim(), emit),
             "local-data" => local_data(value.trim(), emit),
-            other => LineOutcome::Unsupported(format!("unbound option {other:?} does not filter names")),
+            other => {
+                LineOutcome::Unsupported(format!("unbound option {other:?} does not filter names"))
+            }
         }
     }
 }
@@ -38,13 +44,17 @@ impl LineParser for UnboundParser {
 fn local_zone<'a>(value: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineOutcome {
     let (zone, zone_type) = match split_quoted(value) {
         Some(parts) => parts,
-        None => return LineOutcome::Invalid(format!("local-zone {value:?} needs a name and a type")),
+        None => {
+            return LineOutcome::Invalid(format!("local-zone {value:?} needs a name and a type"));
+        }
     };
     let action = match zone_type.trim() {
-        "always_null" | "always_nxdomain" | "always_nodata" | "always_refuse" | "always_deny" | "deny" | "refuse"
-        | "static" | "redirect" | "inform_deny" => Action::Block,
+        "always_null" | "always_nxdomain" | "always_nodata" | "always_refuse" | "always_deny"
+        | "deny" | "refuse" | "static" | "redirect" | "inform_deny" => Action::Block,
         "transparent" | "typetransparent" | "always_transparent" | "inform" => Action::Allow,
-        other => return LineOutcome::Unsupported(format!("local-zone type {other:?} is not supported")),
+        other => {
+            return LineOutcome::Unsupported(format!("local-zone type {other:?} is not supported"));
+        }
     };
     if zone == "." {
         return LineOutcome::Unsupported("a local zone on the root covers every name".to_owned());
@@ -73,14 +83,24 @@ fn local_data<'a>(value: &'a str, emit: &mut dyn FnMut(ParsedRule<'a>)) -> LineO
     let address = match record_type.map(str::to_ascii_uppercase).as_deref() {
         Some("A" | "AAAA") => match tokens.next().map(str::parse) {
             Some(Ok(address)) => address,
-            _ => return LineOutcome::Invalid(format!("local-data {record:?} has no valid address")),
+            _ => {
+                return LineOutcome::Invalid(format!("local-data {record:?} has no valid address"));
+            }
         },
-        Some(other) => return LineOutcome::Unsupported(format!("local-data of type {other} is not supported")),
+        Some(other) => {
+            return LineOutcome::Unsupported(format!(
+                "local-data of type {other} is not supported"
+            ));
+        }
         None => return LineOutcome::Invalid(format!("local-data {record:?} has no record type")),
     };
     match normalize(owner) {
         Ok(name) => {
-            emit(ParsedRule::name(name, Scope::Exact, Action::Rewrite(address)));
+            emit(ParsedRule::name(
+                name,
+                Scope::Exact,
+                Action::Rewrite(address),
+            ));
             LineOutcome::Rules
         }
         Err(reason) => LineOutcome::Invalid(reason),
@@ -121,11 +141,21 @@ mod tests {
 
     #[test]
     fn blocking_zone_types() {
-        for zone_type in ["always_null", "always_nxdomain", "static", "refuse", "always_refuse", "deny"] {
+        for zone_type in [
+            "always_null",
+            "always_nxdomain",
+            "static",
+            "refuse",
+            "always_refuse",
+            "deny",
+        ] {
             let line = format!("local-zone: \"ads.example.\" {zone_type}");
             let (outcome, rules) = parse(&line);
             assert_eq!(outcome, LineOutcome::Rules, "{line}");
-            assert_eq!(rules[0], ParsedRule::name("ads.example".into(), Scope::Subtree, Action::Block));
+            assert_eq!(
+                rules[0],
+                ParsedRule::name("ads.example".into(), Scope::Subtree, Action::Block)
+            );
         }
     }
 
@@ -138,16 +168,35 @@ mod tests {
     #[test]
     fn local_data_address() {
         let (_, rules) = parse("local-data: \"nas.example. 300 IN A 192.0.2.4\"");
-        assert_eq!(rules[0], ParsedRule::name("nas.example".into(), Scope::Exact, Action::Rewrite("192.0.2.4".parse().unwrap())));
+        assert_eq!(
+            rules[0],
+            ParsedRule::name(
+                "nas.example".into(),
+                Scope::Exact,
+                Action::Rewrite("192.0.2.4".parse().unwrap())
+            )
+        );
     }
 
     #[test]
     fn other_lines() {
         assert_eq!(parse("server:").0, LineOutcome::Skipped);
         assert_eq!(parse("# Title: x").0, LineOutcome::Skipped);
-        assert!(matches!(parse("local-zone: \"x.example.\" nodefault").0, LineOutcome::Unsupported(_)));
-        assert!(matches!(parse("do-not-query-localhost: no").0, LineOutcome::Unsupported(_)));
-        assert!(matches!(parse("local-zone: \"x.example.\"").0, LineOutcome::Invalid(_)));
-        assert!(matches!(parse("local-data: \"x.example. MX 10 mail.example.\"").0, LineOutcome::Unsupported(_)));
+        assert!(matches!(
+            parse("local-zone: \"x.example.\" nodefault").0,
+            LineOutcome::Unsupported(_)
+        ));
+        assert!(matches!(
+            parse("do-not-query-localhost: no").0,
+            LineOutcome::Unsupported(_)
+        ));
+        assert!(matches!(
+            parse("local-zone: \"x.example.\"").0,
+            LineOutcome::Invalid(_)
+        ));
+        assert!(matches!(
+            parse("local-data: \"x.example. MX 10 mail.example.\"").0,
+            LineOutcome::Unsupported(_)
+        ));
     }
 }

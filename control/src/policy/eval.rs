@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use dnsgate_common::rules::{RuleValue, ACTION_ALLOW, ACTION_BLOCK};
+use dnsgate_common::rules::{ACTION_ALLOW, ACTION_BLOCK, RuleValue};
 
 use super::{Decision, Policy, QueryName};
 use crate::lists::Action;
@@ -90,14 +90,22 @@ impl Matches {
 }
 
 /// Collects every rule that applies to a query.
-pub(super) fn judge(policy: &Policy, query: &QueryName<'_>, qtype: u16, client_groups: u8) -> Matches {
+pub(super) fn judge(
+    policy: &Policy,
+    query: &QueryName<'_>,
+    qtype: u16,
+    client_groups: u8,
+) -> Matches {
     let mut matches = Matches::default();
     for (label, key) in query.suffixes() {
         match policy.keyed.get(&key) {
             Some(rules) => {
                 // Compiled rules apply to every policy group.
                 for rule in rules {
-                    let admitted = rule.qtypes.as_ref().is_none_or(|filter| filter.admits(qtype));
+                    let admitted = rule
+                        .qtypes
+                        .as_ref()
+                        .is_none_or(|filter| filter.admits(qtype));
                     if rule.scope.applies_at(label) && admitted {
                         matches.add(label, rule.action, rule.important);
                     }
@@ -116,7 +124,10 @@ pub(super) fn judge(policy: &Policy, query: &QueryName<'_>, qtype: u16, client_g
     if let Some(set) = &policy.regex_set {
         let hits = set.matches(&query.text);
         for (index, rule) in policy.regexes.iter().enumerate() {
-            let admitted = rule.qtypes.as_ref().is_none_or(|filter| filter.admits(qtype));
+            let admitted = rule
+                .qtypes
+                .as_ref()
+                .is_none_or(|filter| filter.admits(qtype));
             if hits.matched(index) != rule.inverted && admitted {
                 matches.add(0, rule.action, rule.important);
             }
@@ -134,7 +145,13 @@ mod tests {
         let mut matches = Matches::default();
         matches.add(1, Action::Block, false);
         matches.add(0, Action::Rewrite("192.0.2.1".parse().unwrap()), false);
-        assert_eq!(matches.decision(), Decision::Rewrite { v4: vec!["192.0.2.1".parse().unwrap()], v6: vec![] });
+        assert_eq!(
+            matches.decision(),
+            Decision::Rewrite {
+                v4: vec!["192.0.2.1".parse().unwrap()],
+                v6: vec![]
+            }
+        );
 
         let mut matches = Matches::default();
         matches.add(1, Action::Block, true);
@@ -155,7 +172,10 @@ mod tests {
         matches.add(0, Action::Rewrite("2001:db8::2".parse().unwrap()), false);
         assert_eq!(
             matches.decision(),
-            Decision::Rewrite { v4: vec!["192.0.2.2".parse().unwrap()], v6: vec!["2001:db8::2".parse().unwrap()] }
+            Decision::Rewrite {
+                v4: vec!["192.0.2.2".parse().unwrap()],
+                v6: vec!["2001:db8::2".parse().unwrap()]
+            }
         );
     }
 

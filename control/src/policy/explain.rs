@@ -3,10 +3,12 @@
 
 use serde::Serialize;
 
-use dnsgate_common::rules::{Verdict, ACTION_ALLOW, ACTION_BLOCK};
+use dnsgate_common::rules::{ACTION_ALLOW, ACTION_BLOCK, Verdict};
 
 use super::{Decision, Policy, QueryName};
-use crate::lists::provenance::{FLAG_CONFLICT, FLAG_COVERED, FLAG_DETAILED, FLAG_DISABLED, FLAG_DUPLICATE};
+use crate::lists::provenance::{
+    FLAG_CONFLICT, FLAG_COVERED, FLAG_DETAILED, FLAG_DISABLED, FLAG_DUPLICATE,
+};
 use crate::lists::{Action, Record, RuleKind, Scope};
 
 /// Source name shown for custom rules from the overlay.
@@ -111,7 +113,13 @@ fn status_of(record: &Record) -> RuleStatus {
 pub(super) fn explain(policy: &Policy, name: &str, qtype: u16, client_groups: u8) -> Explanation {
     let decision = policy.decide(name, qtype, client_groups);
     let Some(query) = QueryName::new(name) else {
-        return Explanation { name: name.to_owned(), qtype, decision, kernel_verdict: "no_match", rules: Vec::new() };
+        return Explanation {
+            name: name.to_owned(),
+            qtype,
+            decision,
+            kernel_verdict: "no_match",
+            rules: Vec::new(),
+        };
     };
     let kernel_verdict = match policy.kernel_verdict(&query, client_groups) {
         Verdict::Block { .. } => "block",
@@ -133,22 +141,32 @@ pub(super) fn explain(policy: &Policy, name: &str, qtype: u16, client_groups: u8
                 let excluded = policy.keyed.get(&key).into_iter().flatten().any(|rule| {
                     rule.origin.source == record.source
                         && rule.origin.line == record.line
-                        && rule.qtypes.as_ref().is_some_and(|filter| !filter.admits(qtype))
+                        && rule
+                            .qtypes
+                            .as_ref()
+                            .is_some_and(|filter| !filter.admits(qtype))
                 });
                 if excluded {
                     status = RuleStatus::OtherQueryType;
                 }
             }
-            let in_user_space = record.has(FLAG_DETAILED | FLAG_CONFLICT) || record.kind() == RuleKind::Rewrite;
+            let in_user_space =
+                record.has(FLAG_DETAILED | FLAG_CONFLICT) || record.kind() == RuleKind::Rewrite;
             rules.push(ExplainedRule {
-                source: sources.get(record.source as usize).map_or_else(String::new, |origin| origin.location.clone()),
+                source: sources
+                    .get(record.source as usize)
+                    .map_or_else(String::new, |origin| origin.location.clone()),
                 line: Some(record.line),
                 text: policy.provenance.line_text(record.source, record.line),
                 matched: matched.clone(),
                 scope: Some(record.scope()),
                 kind: record.kind(),
                 important: record.has(crate::lists::provenance::FLAG_IMPORTANT),
-                place: if in_user_space { RulePlace::UserSpace } else { RulePlace::Kernel },
+                place: if in_user_space {
+                    RulePlace::UserSpace
+                } else {
+                    RulePlace::Kernel
+                },
                 status,
                 decisive: false,
                 label,
@@ -175,7 +193,11 @@ pub(super) fn explain(policy: &Policy, name: &str, qtype: u16, client_groups: u8
                     kind,
                     important: false,
                     place: RulePlace::Overlay,
-                    status: if applies { RuleStatus::Active } else { RuleStatus::OtherClientGroup },
+                    status: if applies {
+                        RuleStatus::Active
+                    } else {
+                        RuleStatus::OtherClientGroup
+                    },
                     decisive: false,
                     label,
                 });
@@ -183,25 +205,46 @@ pub(super) fn explain(policy: &Policy, name: &str, qtype: u16, client_groups: u8
         }
     }
 
-    for rule in policy.regexes.iter().filter(|rule| rule.applies_to(&query.text)) {
-        let admitted = rule.qtypes.as_ref().is_none_or(|filter| filter.admits(qtype));
+    for rule in policy
+        .regexes
+        .iter()
+        .filter(|rule| rule.applies_to(&query.text))
+    {
+        let admitted = rule
+            .qtypes
+            .as_ref()
+            .is_none_or(|filter| filter.admits(qtype));
         rules.push(ExplainedRule {
-            source: sources.get(rule.origin.source as usize).map_or_else(String::new, |origin| origin.location.clone()),
+            source: sources
+                .get(rule.origin.source as usize)
+                .map_or_else(String::new, |origin| origin.location.clone()),
             line: Some(rule.origin.line),
-            text: policy.provenance.line_text(rule.origin.source, rule.origin.line),
+            text: policy
+                .provenance
+                .line_text(rule.origin.source, rule.origin.line),
             matched: query.text.to_string(),
             scope: None,
             kind: kind_of(rule.action),
             important: rule.important,
             place: RulePlace::UserSpace,
-            status: if admitted { RuleStatus::Active } else { RuleStatus::OtherQueryType },
+            status: if admitted {
+                RuleStatus::Active
+            } else {
+                RuleStatus::OtherQueryType
+            },
             decisive: false,
             label: 0,
         });
     }
 
     mark_decisive(&mut rules, &decision);
-    Explanation { name: query.text.to_string(), qtype, decision, kernel_verdict, rules }
+    Explanation {
+        name: query.text.to_string(),
+        qtype,
+        decision,
+        kernel_verdict,
+        rules,
+    }
 }
 
 /// Marks the active rules that produce the decision.
@@ -210,13 +253,18 @@ fn mark_decisive(rules: &mut [ExplainedRule], decision: &Decision) {
     match decision {
         Decision::NoMatch => {}
         Decision::Allow => {
-            let important = rules.iter().any(|rule| active(rule) && rule.kind == RuleKind::Allow && rule.important);
+            let important = rules
+                .iter()
+                .any(|rule| active(rule) && rule.kind == RuleKind::Allow && rule.important);
             for rule in rules.iter_mut() {
-                rule.decisive = active(rule) && rule.kind == RuleKind::Allow && rule.important == important;
+                rule.decisive =
+                    active(rule) && rule.kind == RuleKind::Allow && rule.important == important;
             }
         }
         Decision::Block { rule_label } => {
-            let important = rules.iter().any(|rule| active(rule) && rule.kind == RuleKind::Block && rule.important);
+            let important = rules
+                .iter()
+                .any(|rule| active(rule) && rule.kind == RuleKind::Block && rule.important);
             for rule in rules.iter_mut() {
                 rule.decisive = active(rule)
                     && rule.kind == RuleKind::Block
@@ -225,9 +273,14 @@ fn mark_decisive(rules: &mut [ExplainedRule], decision: &Decision) {
             }
         }
         Decision::Rewrite { .. } => {
-            let label = rules.iter().filter(|rule| active(rule) && rule.kind == RuleKind::Rewrite).map(|rule| rule.label).min();
+            let label = rules
+                .iter()
+                .filter(|rule| active(rule) && rule.kind == RuleKind::Rewrite)
+                .map(|rule| rule.label)
+                .min();
             for rule in rules.iter_mut() {
-                rule.decisive = active(rule) && rule.kind == RuleKind::Rewrite && Some(rule.label) == label;
+                rule.decisive =
+                    active(rule) && rule.kind == RuleKind::Rewrite && Some(rule.label) == label;
             }
         }
     }

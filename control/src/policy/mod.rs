@@ -22,8 +22,8 @@ mod explain;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use dnsgate_common::rules::{table_lookup, Judge, RuleValue, Verdict};
-use dnsgate_common::table::{buckets_for, RuleTable, TableFull};
+use dnsgate_common::rules::{Judge, RuleValue, Verdict, table_lookup};
+use dnsgate_common::table::{RuleTable, TableFull, buckets_for};
 use regex::{RegexSet, RegexSetBuilder};
 
 use crate::lists::{Compiled, KeyedRule, Provenance, RegexRule, SourceReport};
@@ -51,8 +51,9 @@ pub enum Decision {
         /// Label where the blocking rule's name starts.
         rule_label: usize,
     },
-    /// Answer A and AAAA queries with these addresses (a type with no
-    /// address listed gets an empty NOERROR answer); other types resolve.
+    /// Answer A and AAAA queries with these addresses; an empty list for the
+    /// query's type means an empty NOERROR answer. How other types are
+    /// answered is the resolver's choice.
     Rewrite {
         /// IPv4 addresses for A queries.
         v4: Vec<Ipv4Addr>,
@@ -61,7 +62,7 @@ pub enum Decision {
     },
 }
 
-/// Why a policy could not be built.
+/// Error returned when a policy cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The kernel entries did not fit the table; this happens only when
@@ -69,7 +70,9 @@ pub enum PolicyError {
     #[error("failed to build the rule table: {0}")]
     TableFull(TableFull),
     /// The regex rules together exceed the compiled-size limit.
-    #[error("the {count} regex rules together compile to more than {limit} bytes; remove regex lists")]
+    #[error(
+        "the {count} regex rules together compile to more than {limit} bytes; remove regex lists"
+    )]
     RegexSetTooLarge {
         /// Regex rules in the set.
         count: usize,
@@ -100,8 +103,15 @@ impl Policy {
         let table = loop {
             match RuleTable::build(&compiled.kernel_entries, buckets) {
                 Ok(table) => break table,
+                // NOTE: common's `RuleTable::build` fails at its own target
+                // load for random keys, because its eviction walk returns to
+                // the bucket it came from; growing the table works around it.
                 Err(full) if attempt < MAX_TABLE_GROWTH => {
-                    tracing::debug!(rules = full.rules, buckets, "rule table placement failed; growing the table");
+                    tracing::debug!(
+                        rules = full.rules,
+                        buckets,
+                        "rule table placement failed; growing the table"
+                    );
                     buckets += buckets.div_ceil(8);
                     attempt += 1;
                 }
@@ -114,7 +124,8 @@ impl Policy {
     /// Builds the table for a compiled set with exactly `buckets` buckets
     /// (for a kernel map of fixed size).
     pub fn with_buckets(compiled: Compiled, buckets: u32) -> Result<Self, PolicyError> {
-        let table = RuleTable::build(&compiled.kernel_entries, buckets).map_err(PolicyError::TableFull)?;
+        let table =
+            RuleTable::build(&compiled.kernel_entries, buckets).map_err(PolicyError::TableFull)?;
         Self::from_parts(compiled, table)
     }
 
@@ -129,7 +140,10 @@ impl Policy {
                 .size_limit(MAX_REGEX_SET_SIZE)
                 .dfa_size_limit(MAX_REGEX_SET_SIZE)
                 .build()
-                .map_err(|_| PolicyError::RegexSetTooLarge { count: regexes.len(), limit: MAX_REGEX_SET_SIZE })?;
+                .map_err(|_| PolicyError::RegexSetTooLarge {
+                    count: regexes.len(),
+                    limit: MAX_REGEX_SET_SIZE,
+                })?;
             Some(set)
         };
         tracing::info!(
@@ -161,12 +175,12 @@ impl Policy {
         self.overlay = overlay;
     }
 
-    /// The custom rules.
+    /// Returns the custom rules.
     pub fn overlay(&self) -> &HashMap<u64, RuleValue> {
         &self.overlay
     }
 
-    /// The per-source reports of the compiled set.
+    /// Returns the per-source reports of the compiled set.
     pub fn reports(&self) -> &[SourceReport] {
         &self.reports
     }
@@ -183,8 +197,8 @@ impl Policy {
         eval::judge(self, &query, qtype, client_groups).decision()
     }
 
-    /// The verdict the kernel reaches for a name: the table and overlay
-    /// values of each suffix folded from the top-level label down.
+    /// Computes the kernel's verdict for a name: the table and overlay values
+    /// of each suffix folded from the top-level label down.
     pub fn kernel_verdict_for(&self, name: &str, client_groups: u8) -> Verdict {
         match QueryName::new(name) {
             Some(query) => self.kernel_verdict(&query, client_groups),
@@ -202,8 +216,8 @@ impl Policy {
         judge.verdict()
     }
 
-    /// The value the kernel finds for `key`: the table's value merged with
-    /// the overlay's, as the XDP program merges them.
+    /// Looks `key` up as the kernel does: the table's value merged with the
+    /// overlay's, as the XDP program merges them.
     fn lookup(&self, key: u64) -> Option<RuleValue> {
         let from_table = table_lookup(&self.table.buckets, key);
         match (from_table, self.overlay.get(&key)) {
@@ -246,10 +260,13 @@ impl<'a> QueryName<'a> {
     /// the kernel visits them.
     fn suffixes(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         let count = self.keys.len();
-        self.keys.iter().enumerate().map(move |(depth, &key)| (count - 1 - depth, key))
+        self.keys
+            .iter()
+            .enumerate()
+            .map(move |(depth, &key)| (count - 1 - depth, key))
     }
 
-    /// The suffix that starts at label `label`.
+    /// Returns the suffix that starts at label `label`.
     fn suffix(&self, label: usize) -> &str {
         let mut rest: &str = &self.text;
         for _ in 0..label {
@@ -264,11 +281,11 @@ mod tests {
     use std::io::Write;
 
     use dnsgate_common::rules::DEFAULT_CLIENT_GROUPS;
-    use dnsgate_common::wire::{parse_query, CLASS_IN};
+    use dnsgate_common::wire::{CLASS_IN, parse_query};
     use proptest::prelude::*;
 
     use super::*;
-    use crate::lists::{load_and_compile, Budget, ListFormat, ListRole, SourceSpec};
+    use crate::lists::{Budget, ListFormat, ListRole, SourceSpec, load_and_compile};
 
     const LABELS: [&str; 4] = ["a", "b", "ads", "cdn"];
     const TOP_LEVEL: [&str; 2] = ["com", "net"];
@@ -314,7 +331,9 @@ mod tests {
         }
 
         fn applies(&self, name: &str, qtype: u16) -> bool {
-            let below = name.strip_suffix(self.name.as_str()).is_some_and(|head| head.ends_with('.'));
+            let below = name
+                .strip_suffix(self.name.as_str())
+                .is_some_and(|head| head.ends_with('.'));
             let matched = match self.scope {
                 RuleScope::Exact => name == self.name,
                 RuleScope::Subtree => name == self.name || below,
@@ -325,7 +344,10 @@ mod tests {
     }
 
     fn name_strategy() -> impl Strategy<Value = String> {
-        (proptest::collection::vec(proptest::sample::select(&LABELS[..]), 0..=3), proptest::sample::select(&TOP_LEVEL[..]))
+        (
+            proptest::collection::vec(proptest::sample::select(&LABELS[..]), 0..=3),
+            proptest::sample::select(&TOP_LEVEL[..]),
+        )
             .prop_map(|(labels, top)| {
                 let mut name: Vec<&str> = labels;
                 name.push(top);
@@ -334,21 +356,34 @@ mod tests {
     }
 
     fn rule_strategy() -> impl Strategy<Value = TestRule> {
-        let scope = prop_oneof![Just(RuleScope::Exact), Just(RuleScope::Subtree), Just(RuleScope::Strict)];
-        (name_strategy(), scope, any::<bool>(), 0u8..6, 0u8..8).prop_map(|(name, scope, allow, important, aaaa)| TestRule {
-            name,
-            scope,
-            allow,
-            important: important == 0,
-            aaaa_only: aaaa == 0,
-        })
+        let scope = prop_oneof![
+            Just(RuleScope::Exact),
+            Just(RuleScope::Subtree),
+            Just(RuleScope::Strict)
+        ];
+        (name_strategy(), scope, any::<bool>(), 0u8..6, 0u8..8).prop_map(
+            |(name, scope, allow, important, aaaa)| TestRule {
+                name,
+                scope,
+                allow,
+                important: important == 0,
+                aaaa_only: aaaa == 0,
+            },
+        )
     }
 
-    /// What the rules mean, evaluated naively: important allow, important
+    /// Evaluates the rules naively by priority: important allow, important
     /// block, allow, block.
     fn reference(rules: &[TestRule], name: &str, qtype: u16) -> &'static str {
-        let applying: Vec<&TestRule> = rules.iter().filter(|rule| rule.applies(name, qtype)).collect();
-        let any = |allow: bool, important: bool| applying.iter().any(|rule| rule.allow == allow && (rule.important || !important));
+        let applying: Vec<&TestRule> = rules
+            .iter()
+            .filter(|rule| rule.applies(name, qtype))
+            .collect();
+        let any = |allow: bool, important: bool| {
+            applying
+                .iter()
+                .any(|rule| rule.allow == allow && (rule.important || !important))
+        };
         if any(true, true) {
             "allow"
         } else if any(false, true) {
@@ -371,8 +406,8 @@ mod tests {
         }
     }
 
-    /// The kernel's walk: the question parsed by common's wire parser, each
-    /// suffix key looked up in the table and folded by `Judge`.
+    /// Walks the name as the kernel does: the question parsed by common's wire
+    /// parser, each suffix key looked up in the table and folded by `Judge`.
     fn kernel_walk(table: &RuleTable, name: &str) -> Verdict {
         let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         for label in name.split('.') {
