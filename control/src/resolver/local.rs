@@ -5,6 +5,8 @@
 //!   §4): loopback addresses and `localhost` PTRs;
 //! * `resolver.arpa` (RFC 9462): `_dns.resolver.arpa` SVCB comes from the
 //!   designated-resolver hook, NODATA without one;
+//! * the resolver's own names that the designated-resolver hook claims,
+//!   such as `_dns.<resolver name>` SVCB (RFC 9462 §5);
 //! * the LAN's names: the configured domain, `home.arpa` (RFC 8375) and the
 //!   reverse zones of private, shared and link-local ranges (RFC 6303 §4,
 //!   RFC 7793), which go to the configured LAN name server or get NXDOMAIN;
@@ -27,6 +29,19 @@ pub trait DesignatedResolvers: Send + Sync {
     /// Returns the SVCB records for a query that arrived on `local`. An
     /// empty list gives NODATA.
     fn svcb_records(&self, query: &ClientQuery, local: SocketAddr) -> Vec<Record>;
+
+    /// Returns the A and AAAA records of the SVCB targets for the
+    /// additional section (RFC 9462 §4). The default adds none.
+    fn target_addresses(&self, _local: SocketAddr) -> Vec<Record> {
+        Vec::new()
+    }
+
+    /// Returns the response to a query for one of the resolver's own
+    /// names, such as `_dns.<resolver name>` SVCB (RFC 9462 §5), or
+    /// `None` for any other name. The default claims no name.
+    fn own_name_answer(&self, _query: &ClientQuery, _local: SocketAddr) -> Option<Message> {
+        None
+    }
 }
 
 /// The destination of a query for a local name.
@@ -136,6 +151,11 @@ impl LocalZones {
         if self.resolver_arpa.zone_of(qname) {
             return LocalRoute::Answer(self.resolver_arpa_answer(query, local));
         }
+        if let Some(designated) = &self.designated
+            && let Some(response) = designated.own_name_answer(query, local)
+        {
+            return LocalRoute::Answer(response);
+        }
         if let Some(zone) = self.nxdomain_names.iter().find(|zone| zone.zone_of(qname)) {
             return LocalRoute::Answer(self.negative(query, zone, ResponseCode::NXDomain));
         }
@@ -190,9 +210,11 @@ impl LocalZones {
     fn resolver_arpa_answer(&self, query: &ClientQuery, local: SocketAddr) -> Message {
         let qname = query.name();
         if *qname == self.dns_resolver_arpa {
-            let records = match (query.qtype(), &self.designated) {
-                (RecordType::SVCB, Some(designated)) => designated.svcb_records(query, local),
-                _ => Vec::new(),
+            let (records, additionals) = match (query.qtype(), &self.designated) {
+                (RecordType::SVCB, Some(designated)) => {
+                    (designated.svcb_records(query, local), designated.target_addresses(local))
+                }
+                _ => (Vec::new(), Vec::new()),
             };
             if records.is_empty() {
                 return self.negative(query, &self.resolver_arpa, ResponseCode::NoError);
@@ -200,6 +222,7 @@ impl LocalZones {
             let mut response = response_to(query, ResponseCode::NoError);
             response.set_authoritative(true);
             response.add_answers(records);
+            response.add_additionals(additionals);
             return response;
         }
         let rcode = if *qname == self.resolver_arpa {
