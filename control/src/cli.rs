@@ -1,4 +1,5 @@
-//! Command-line definitions of the `dnsgate` binary.
+//! Command-line definitions of the `dnsgate` binary: `run` is the daemon,
+//! and every other subcommand talks to it over the admin socket.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,19 @@ pub struct Cli {
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR, value_name = "DIR")]
     pub pin_dir: PathBuf,
 
+    /// Admin socket of the daemon (created by `run` with mode 0600).
+    #[arg(long, global = true, default_value = crate::admin::DEFAULT_SOCKET_PATH, value_name = "PATH")]
+    pub socket: PathBuf,
+
+    /// Configuration file (TOML). A missing file at the default path means
+    /// all defaults.
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,19 +44,89 @@ pub enum Command {
         after_help = "Example:\n  dnsgate run --lan-iface br-lan --blocklist /etc/dnsgate/ads.txt --upstream tls://192.0.2.53:853"
     )]
     Run(RunArgs),
-    /// Print the counters of the running daemon's kernel filter.
+    /// Show whether the filter is attached, the rule set in force, list
+    /// freshness, upstream health, the certificate, uptime and version.
+    #[command(after_help = "Example:\n  dnsgate status --json")]
+    Status,
+    /// Print the kernel and resolver counters. Without a daemon, print the
+    /// kernel counters from the pinned maps.
     #[command(after_help = "Example:\n  dnsgate stats --json")]
-    Stats(StatsArgs),
+    Stats,
+    /// Show how a name would be answered and which rule decides it.
+    #[command(after_help = "Example:\n  dnsgate query ads.example AAAA")]
+    Query(QueryArgs),
+    /// Manage custom block rules (applied at once, kept across restarts).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  dnsgate block add ads.example\n  dnsgate block add '0.0.0.0 exact.example'\n  dnsgate block rm ads.example\n  dnsgate block list"
+    )]
+    Block(RuleCommand),
+    /// Manage custom allow rules, which beat every block.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  dnsgate allow add cdn.example\n  dnsgate allow rm cdn.example\n  dnsgate allow list"
+    )]
+    Allow(RuleCommand),
+    /// Turn blocking off for DURATION (e.g. 30s, 5m, 1h); it resumes by
+    /// itself.
+    #[command(after_help = "Example:\n  dnsgate pause 5m")]
+    Pause(PauseArgs),
+    /// Turn blocking back on.
+    #[command(after_help = "Example:\n  dnsgate resume")]
+    Resume,
+    /// Check the configuration file and its lists without a daemon.
+    #[command(after_help = "Example:\n  dnsgate --config /etc/dnsgate/dnsgate.toml check-config")]
+    CheckConfig,
+    /// Stop the daemon.
+    #[command(after_help = "Example:\n  dnsgate stop")]
+    Stop(StopArgs),
+    /// Reload or show the block and allow lists.
+    #[command(subcommand, after_help = "Examples:\n  dnsgate lists update\n  dnsgate lists show --json")]
+    Lists(ListsCommand),
+    /// Print recent queries: time, client, name, type, transport, decision,
+    /// latency.
+    #[command(after_help = "Examples:\n  dnsgate log --limit 20\n  dnsgate log --follow")]
+    Log(LogArgs),
+    /// Re-read the configuration file and lists (as on SIGHUP). A bad file
+    /// keeps the running configuration.
+    #[command(after_help = "Example:\n  dnsgate reload")]
+    Reload,
+    /// Print the version.
+    #[command(after_help = "Example:\n  dnsgate version")]
+    Version,
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  dnsgate completions bash > /etc/bash_completion.d/dnsgate")]
+    Completions(CompletionsArgs),
+    /// Write man pages for dnsgate and every subcommand.
+    #[command(after_help = "Example:\n  dnsgate man --out-dir /usr/share/man/man1")]
+    Man(ManArgs),
+    /// Print the DHCP options that announce the encrypted listeners (DNR,
+    /// RFC 9463): DHCPv4 option 162 and DHCPv6 option 144 as hex, with
+    /// dnsmasq and odhcpd lines.
+    #[command(after_help = "Example:\n  dnsgate dnr --address 192.168.1.1 --address fd00::1")]
+    Dnr(DnrArgs),
+}
+
+/// Options of `dnsgate dnr`.
+#[derive(Debug, Clone, Args)]
+pub struct DnrArgs {
+    /// Address to announce (repeatable). Without it, the addresses of the
+    /// configured LAN interfaces and `[tls] listen` are used.
+    #[arg(long = "address", value_name = "IP")]
+    pub addresses: Vec<std::net::IpAddr>,
+    /// LAN interface whose addresses to announce (repeatable), added to the
+    /// configured ones.
+    #[arg(long = "lan-iface", value_name = "IF")]
+    pub lan_interfaces: Vec<String>,
+    /// Name of the OpenWrt `dhcp` section the odhcpd lines refer to.
+    #[arg(long, value_name = "SECTION", default_value = "lan")]
+    pub uci_section: String,
 }
 
 /// Options of `dnsgate run`. Options given here add to, or override, the
 /// configuration file's.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Configuration file (TOML). A missing file at the default path means
-    /// all defaults.
-    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG_PATH)]
-    pub config: PathBuf,
     /// LAN interface to filter and serve (repeatable). A bridge is expanded
     /// to its member ports.
     #[arg(long = "lan-iface", value_name = "IF")]
@@ -78,12 +162,92 @@ pub struct RunArgs {
     pub rule_buckets: Option<u32>,
 }
 
-/// Options of `dnsgate stats`.
+/// Options of `dnsgate query`.
 #[derive(Debug, Args)]
-pub struct StatsArgs {
-    /// Print JSON instead of text.
+pub struct QueryArgs {
+    /// The name to look up, e.g. ads.example.
+    pub name: String,
+    /// Query type: a mnemonic (A, AAAA, HTTPS) or a number.
+    #[arg(default_value = "A", value_parser = parse_qtype)]
+    pub qtype: u16,
+}
+
+/// `block` and `allow` actions.
+#[derive(Debug, Subcommand)]
+pub enum RuleCommand {
+    /// Add a rule: a bare name covers the name and its subdomains; any line
+    /// of a supported list syntax is accepted.
+    #[command(after_help = "Examples:\n  dnsgate block add ads.example\n  dnsgate block add 0.0.0.0 exact.example\n  dnsgate allow add 'address=/cdn.example/'")]
+    Add {
+        /// The rule; several words are joined with spaces, so a hosts line
+        /// needs no quotes.
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+    },
+    /// Remove a rule, as given to `add` or as `list` prints it.
+    #[command(after_help = "Examples:\n  dnsgate block rm ads.example\n  dnsgate allow rm '||cdn.example^'")]
+    Rm {
+        /// The rule.
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+    },
+    /// List the rules.
+    #[command(after_help = "Examples:\n  dnsgate block list\n  dnsgate --json allow list")]
+    List,
+}
+
+/// `lists` actions.
+#[derive(Debug, Subcommand)]
+pub enum ListsCommand {
+    /// Reload every list now (URL sources are downloaded again).
+    #[command(after_help = "Example:\n  dnsgate lists update")]
+    Update,
+    /// Show each list's rule counts, problems and age.
+    #[command(after_help = "Example:\n  dnsgate lists show --json")]
+    Show,
+}
+
+/// Options of `dnsgate pause`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// How long: a number with s, m, h or d (plain numbers are seconds).
+    #[arg(value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+}
+
+/// Options of `dnsgate stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Return once the daemon has accepted the request, without waiting for
+    /// it to exit.
     #[arg(long)]
-    pub json: bool,
+    pub detach: bool,
+}
+
+/// Options of `dnsgate log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Keep printing new queries until interrupted.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Number of recent queries to print first.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub limit: usize,
+}
+
+/// Options of `dnsgate completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+/// Options of `dnsgate man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write `dnsgate.1` and `dnsgate-SUBCOMMAND.1` into.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
 }
 
 fn parse_source(value: &str, role: ListRole) -> Result<SourceSpec, String> {
@@ -103,4 +267,72 @@ fn parse_blocklist(value: &str) -> Result<SourceSpec, String> {
 
 fn parse_allowlist(value: &str) -> Result<SourceSpec, String> {
     parse_source(value, ListRole::Allow)
+}
+
+/// Parses a query type mnemonic or number.
+pub fn parse_qtype(value: &str) -> Result<u16, String> {
+    if let Ok(number) = value.parse::<u16>() {
+        return Ok(number);
+    }
+    value
+        .to_ascii_uppercase()
+        .parse::<hickory_proto::rr::RecordType>()
+        .map(u16::from)
+        .map_err(|_| format!("unknown query type {value:?}; use a mnemonic such as A or AAAA, or a number"))
+}
+
+/// Parses `90`, `90s`, `5m`, `2h` or `1d`.
+pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("invalid duration {value:?}; use a number with s, m, h or d, such as 30s or 5m");
+    let value = value.trim();
+    let (number, unit) = match value.find(|character: char| !character.is_ascii_digit()) {
+        Some(index) => value.split_at(index),
+        None => (value, "s"),
+    };
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    let total = number.checked_mul(seconds).filter(|total| *total > 0).ok_or_else(invalid)?;
+    Ok(std::time::Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("2h").unwrap().as_secs(), 7200);
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn qtypes_parse_by_name_and_number() {
+        assert_eq!(parse_qtype("aaaa").unwrap(), 28);
+        assert_eq!(parse_qtype("65").unwrap(), 65);
+        assert!(parse_qtype("nope").is_err());
+    }
+
+    #[test]
+    fn every_subcommand_help_has_example() {
+        use clap::CommandFactory as _;
+        fn check(command: &clap::Command, path: &str) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub.get_after_help().map(|help| help.to_string()).unwrap_or_default();
+                assert!(help.contains("dnsgate "), "`{path} --help` has no example");
+                check(sub, &path);
+            }
+        }
+        check(&Cli::command(), "dnsgate");
+    }
 }

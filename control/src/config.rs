@@ -20,6 +20,10 @@ use crate::{
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dnsgate/dnsgate.toml";
 /// Default state directory (generated certificate, list caches, custom rules).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/dnsgate";
+/// Name the resolver is known by when `[tls] resolver_name` is not set.
+pub const DEFAULT_RESOLVER_NAME: &str = "dnsgate.lan";
+/// Upper bound of `querylog.capacity`: about 10 MB of entries.
+pub const MAX_QUERYLOG_CAPACITY: usize = 100_000;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -39,6 +43,61 @@ pub struct Config {
     pub server: ServerConfig,
     /// The certificate of the encrypted listeners.
     pub tls: TlsSettings,
+    /// Discovery of the encrypted listeners (DDR, RFC 9462).
+    pub ddr: DdrSettings,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSettings,
+    /// The log of recent queries.
+    pub querylog: QueryLogSettings,
+    /// Interception of DNS sent to other resolvers.
+    pub intercept: InterceptSettings,
+}
+
+/// The `[metrics]` table: where the Prometheus text endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve the endpoint at all.
+    pub enabled: bool,
+    /// Address and port of the endpoint, loopback by default so only the
+    /// router itself can scrape it. Port 0 picks a free port, which
+    /// `dnsgate status` shows.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { enabled: true, listen: std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 9153)) }
+    }
+}
+
+/// The `[querylog]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryLogSettings {
+    /// Queries kept in memory for `dnsgate log`; older ones are dropped.
+    pub capacity: usize,
+    /// How client addresses are recorded.
+    pub client_privacy: ClientPrivacy,
+}
+
+impl Default for QueryLogSettings {
+    fn default() -> Self {
+        Self { capacity: 1000, client_privacy: ClientPrivacy::Full }
+    }
+}
+
+/// How much of a client's address the query log keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientPrivacy {
+    /// The whole address.
+    #[default]
+    Full,
+    /// The network part only: IPv4 /24, IPv6 /48.
+    Truncate,
+    /// No address.
+    Omit,
 }
 
 /// How blocked names are answered, as written in the file.
@@ -110,7 +169,7 @@ impl DataplaneSettings {
 
 /// The `[tls]` table. Without files, a self-signed certificate is
 /// generated on first start and kept in the state directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
     /// PEM certificate chain.
@@ -122,6 +181,117 @@ pub struct TlsSettings {
     /// Extra addresses the encrypted listeners bind to besides the LAN
     /// interfaces' own.
     pub listen: Vec<IpAddr>,
+    /// Seconds between checks of `cert_file` and `key_file` for changes;
+    /// a changed pair is loaded without a restart. 0 turns the checks off.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            resolver_name: None,
+            listen: Vec::new(),
+            reload_interval_secs: 10,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Returns the resolver name in force, without a trailing dot.
+    pub fn resolver_name(&self) -> String {
+        let name = self.resolver_name.as_deref().unwrap_or(DEFAULT_RESOLVER_NAME);
+        name.trim_end_matches('.').to_owned()
+    }
+}
+
+/// The `[ddr]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdrSettings {
+    /// Answer `_dns.resolver.arpa` SVCB with the encrypted listeners
+    /// (false: NODATA, so clients stay on plain DNS).
+    pub enabled: bool,
+    /// TTL of the SVCB records and of the resolver name's addresses, in
+    /// seconds.
+    pub ttl: u32,
+    /// Another server to announce in the answer to `_dns.<resolver name>`
+    /// (encrypted DNS server redirection). Clients follow it only when its
+    /// certificate is valid for this resolver's name.
+    pub redirect_target: Option<String>,
+    /// Addresses of `redirect_target`.
+    pub redirect_addresses: Vec<IpAddr>,
+    /// Ask each encrypted upstream for `_dns.<upstream name>` SVCB at start
+    /// and follow a redirection to a server that authenticates as the same
+    /// name.
+    pub follow_upstream_redirections: bool,
+}
+
+impl Default for DdrSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: 300,
+            redirect_target: None,
+            redirect_addresses: Vec::new(),
+            follow_upstream_redirections: true,
+        }
+    }
+}
+
+/// The `[intercept]` table: what happens to DNS that LAN clients send to
+/// resolvers other than the router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InterceptSettings {
+    /// Answer plain DNS (UDP/53) to other resolvers as the router would,
+    /// from the address the client asked.
+    pub enabled: bool,
+    /// Answer TCP connections to port 853 (DoT) of other resolvers with a
+    /// RST, so that clients fall back to plain DNS.
+    pub refuse_dot: bool,
+    /// Drop UDP to port 853 (DoQ) of other resolvers.
+    pub drop_doq: bool,
+    /// Clients and subnets left alone, as `ADDRESS` or `ADDRESS/PREFIX`.
+    pub exempt: Vec<String>,
+}
+
+impl Default for InterceptSettings {
+    fn default() -> Self {
+        Self { enabled: true, refuse_dot: true, drop_doq: true, exempt: Vec::new() }
+    }
+}
+
+impl InterceptSettings {
+    /// The exemptions as (network, prefix length).
+    pub fn exempt_networks(&self) -> Result<Vec<(IpAddr, u8)>, ConfigError> {
+        self.exempt.iter().map(|entry| parse_network(entry)).collect()
+    }
+}
+
+/// Parses `ADDRESS` or `ADDRESS/PREFIX`; a bare address is a single host.
+fn parse_network(entry: &str) -> Result<(IpAddr, u8), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { key: "intercept.exempt", reason };
+    let (address, prefix) = match entry.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (entry, None),
+    };
+    let address: IpAddr = address
+        .trim()
+        .parse()
+        .map_err(|_| invalid(format!("{entry:?} is not an IP address or ADDRESS/PREFIX")))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(prefix) => prefix
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|prefix| *prefix <= max)
+            .ok_or_else(|| invalid(format!("{entry:?} has an invalid prefix length; use 0 to {max}")))?,
+    };
+    Ok((address, prefix))
 }
 
 /// Why the configuration could not be used.
@@ -165,6 +335,7 @@ impl Config {
 
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.intercept.exempt_networks()?;
         if self.dataplane.rule_buckets == 0 {
             return Err(ConfigError::Invalid { key: "dataplane.rule_buckets", reason: "must be at least 1".into() });
         }
@@ -172,6 +343,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "tls.cert_file",
                 reason: "cert_file and key_file must be given together".into(),
+            });
+        }
+        if self.querylog.capacity == 0 || self.querylog.capacity > MAX_QUERYLOG_CAPACITY {
+            return Err(ConfigError::Invalid {
+                key: "querylog.capacity",
+                reason: format!("must be between 1 and {MAX_QUERYLOG_CAPACITY}"),
             });
         }
         Ok(())
@@ -237,8 +414,54 @@ resolver_name = "router.lan"
     }
 
     #[test]
+    fn ddr_and_tls_keys_parse() {
+        let text = "[tls]\nreload_interval_secs = 0\n[ddr]\nenabled = false\nttl = 60\nredirect_target = \"b.example\"\nredirect_addresses = [\"192.0.2.9\"]\nfollow_upstream_redirections = false\n";
+        let config = Config::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(config.tls.reload_interval_secs, 0);
+        assert!(!config.ddr.enabled);
+        assert_eq!(config.ddr.ttl, 60);
+        assert_eq!(config.ddr.redirect_target.as_deref(), Some("b.example"));
+        assert_eq!(config.ddr.redirect_addresses, ["192.0.2.9".parse::<IpAddr>().unwrap()]);
+        assert!(!config.ddr.follow_upstream_redirections);
+        let defaults = Config::default();
+        assert!(defaults.ddr.enabled);
+        assert_eq!(defaults.tls.reload_interval_secs, 10);
+        assert_eq!(defaults.tls.resolver_name(), "dnsgate.lan");
+    }
+
+    #[test]
     fn cert_without_key_is_rejected() {
         let error = Config::parse("[tls]\ncert_file = \"/a.pem\"\n", Path::new("x.toml")).unwrap_err();
         assert!(matches!(error, ConfigError::Invalid { key: "tls.cert_file", .. }));
+    }
+
+    #[test]
+    fn intercept_exempt_parses_hosts_and_subnets() {
+        let settings = InterceptSettings {
+            exempt: vec!["192.0.2.7".into(), "198.51.100.0/24".into(), "fd00::/8".into()],
+            ..InterceptSettings::default()
+        };
+        let networks = settings.exempt_networks().unwrap();
+        assert_eq!(networks[0], ("192.0.2.7".parse().unwrap(), 32));
+        assert_eq!(networks[1], ("198.51.100.0".parse().unwrap(), 24));
+        assert_eq!(networks[2], ("fd00::".parse().unwrap(), 8));
+    }
+
+    #[test]
+    fn intercept_exempt_rejects_bad_entries() {
+        for entry in ["192.0.2.0/33", "fd00::/129", "router", "192.0.2.0/x"] {
+            let settings = InterceptSettings { exempt: vec![entry.into()], ..InterceptSettings::default() };
+            let error = settings.exempt_networks().unwrap_err();
+            assert!(matches!(error, ConfigError::Invalid { key: "intercept.exempt", .. }), "{entry}: {error}");
+        }
+    }
+
+    #[test]
+    fn intercept_is_on_by_default() {
+        let settings = InterceptSettings::default();
+        assert!(settings.enabled && settings.refuse_dot && settings.drop_doq);
+        let config: Config = toml::from_str("[intercept]\nenabled = false\nexempt = [\"192.0.2.0/24\"]\n").unwrap();
+        assert!(!config.intercept.enabled);
+        assert_eq!(config.intercept.exempt, ["192.0.2.0/24"]);
     }
 }

@@ -1,19 +1,32 @@
-//! `dnsgate run`: the daemon.
+//! `dnsgate run`: the daemon. It loads the lists and the XDP program,
+//! serves DNS, and answers the other subcommands on the admin socket
+//! ([`controller`]); SIGHUP reloads the configuration, SIGINT and SIGTERM
+//! stop it.
 
-use std::{net::IpAddr, path::Path, sync::Arc};
+mod controller;
+mod gate;
+
+use std::{net::IpAddr, sync::Arc};
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
+use self::{
+    controller::{AdminHandler, ConfigSource, Controller, Parts},
+    gate::{LoggedResolver, PausablePolicy},
+};
 use crate::{
+    certs::CertManager,
+    admin::{AdminServer, CustomRules},
     cli::{Cli, RunArgs},
+    metrics::Latencies,
+    querylog::QueryLog,
     config::Config,
-    dataplane::{expand_interface, Attachment, Dataplane, LoadOptions},
-    lists::load_and_compile,
+    dataplane::{expand_interface, Attachment, Dataplane, InterceptOptions, LoadOptions, RestoreAttachment},
     policy::Policy,
     resolver::{
-        server::{generate_self_signed, spawn_listeners, ListenAddrs, ServerTls, TlsMaterial},
+        server::{spawn_listeners, ListenAddrs},
         Resolver, UpstreamConfig,
     },
     shared_policy::SharedPolicy,
@@ -21,15 +34,18 @@ use crate::{
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
-    let explicit = args.config.as_os_str() != crate::config::DEFAULT_CONFIG_PATH;
-    let mut config = Config::load(&args.config, explicit)?;
-    merge_arguments(&mut config, args);
+    let source = ConfigSource {
+        path: cli.config.clone(),
+        explicit: cli.config.as_os_str() != crate::config::DEFAULT_CONFIG_PATH,
+        overrides: args.clone(),
+    };
+    let config = source.load()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime failed")?;
-    runtime.block_on(run_async(cli, config))
+    runtime.block_on(run_async(cli, source, config))
 }
 
 /// Command-line options add to or override the file's settings.
@@ -53,17 +69,29 @@ fn merge_arguments(config: &mut Config, args: &RunArgs) {
     }
 }
 
-async fn run_async(cli: &Cli, config: Config) -> Result<()> {
-    let compiled = load_and_compile(&config.lists, &config.budget).context("loading the lists failed")?;
+async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()> {
+    // Bound first, so a second daemon fails before it touches the XDP
+    // program of the first.
+    let admin = Arc::new(AdminServer::bind(&cli.socket)?);
+    let fetcher = crate::lists::HttpFetcher::new(config.state_dir().join("lists"));
+    let compiled = crate::lists::load_and_compile_with(&config.lists, &config.budget, &fetcher)
+        .context("loading the lists failed")?;
     for report in &compiled.reports {
         info!(source = %report.name, format = %report.format, accepted = report.accepted, invalid = report.invalid.count, "list loaded");
     }
-    let policy = Policy::new(compiled).context("compiling the lists failed")?;
+    let mut policy = Policy::new(compiled).context("compiling the lists failed")?;
+    let custom = CustomRules::load(&config.state_dir())?;
+    let overlay = custom.overlay(&config.state_dir())?;
+    if !custom.is_empty() {
+        info!(block = custom.block.len(), allow = custom.allow.len(), "custom rules loaded");
+    }
+    policy.set_overlay(overlay.clone());
     let style = config.dataplane.block_style();
 
     let lan_addresses = interface_addresses(&config.dataplane.lan_interfaces)?;
     let mut dataplane = None;
     let mut attachments: Vec<Attachment> = Vec::new();
+    let mut restores: Vec<RestoreAttachment> = Vec::new();
     if config.dataplane.xdp && !config.dataplane.lan_interfaces.is_empty() {
         let options = LoadOptions {
             rule_buckets: config.dataplane.rule_buckets.max(policy.table().buckets.len() as u32),
@@ -74,8 +102,15 @@ async fn run_async(cli: &Cli, config: Config) -> Result<()> {
         let mut loaded = Dataplane::load(&options).context("loading the XDP program failed")?;
         loaded.set_config(style.dataplane_config()).context("writing the dataplane configuration failed")?;
         loaded.publish(policy.table()).context("publishing the rule set failed")?;
+        let overlay: Vec<_> = overlay.into_iter().collect();
+        loaded.set_overlay(&overlay).context("writing the custom rules failed")?;
         loaded.set_router_addresses(&lan_addresses).context("writing the router addresses failed")?;
         if let Err(error) = attach_all(&mut loaded, &config.dataplane.lan_interfaces, &mut attachments) {
+            detach_all(&mut loaded, attachments);
+            return Err(error);
+        }
+        if let Err(error) = start_intercept(&mut loaded, &config, &lan_addresses, &mut restores) {
+            stop_intercept(&mut loaded, restores);
             detach_all(&mut loaded, attachments);
             return Err(error);
         }
@@ -85,7 +120,20 @@ async fn run_async(cli: &Cli, config: Config) -> Result<()> {
     }
 
     let shared = Arc::new(SharedPolicy::new(policy, style));
-    let resolver = Arc::new(Resolver::new(&config.resolver, shared.clone()).context("configuring the resolver failed")?);
+    let gate = Arc::new(PausablePolicy::new(shared.clone()));
+    let designated = crate::ddr::designated_from_config(&config)?;
+    let resolver_config = if config.ddr.follow_upstream_redirections {
+        crate::redirect::follow_redirections(&config.resolver).await.0
+    } else {
+        config.resolver.clone()
+    };
+    let resolver = Arc::new(
+        Resolver::with_designated_resolvers(&resolver_config, gate.clone(), designated)
+            .context("configuring the resolver failed")?,
+    );
+    let query_log = Arc::new(QueryLog::new(config.querylog.capacity, config.querylog.client_privacy));
+    let latencies = Arc::new(Latencies::default());
+    let handler = Arc::new(LoggedResolver::new(resolver.clone(), query_log.clone(), latencies.clone()));
     if config.resolver.upstreams.is_empty() {
         warn!("no upstream resolver configured: blocking works, allowed names get SERVFAIL until one is set with --upstream");
     }
@@ -94,11 +142,39 @@ async fn run_async(cli: &Cli, config: Config) -> Result<()> {
     serve_ips.extend(config.tls.listen.iter().copied());
     serve_ips.sort();
     serve_ips.dedup();
-    let tls = ServerTls::new(load_tls_material(&config, &serve_ips)?).context("configuring TLS failed")?;
+    let certificates = Arc::new(
+        CertManager::load(&config.tls, &config.state_dir(), &serve_ips).context("preparing the TLS certificate failed")?,
+    );
+    crate::ddr::log_discovery(&serve_ips, &certificates.info());
+    let _certificate_watcher = (config.tls.reload_interval_secs > 0).then(|| {
+        certificates.clone().spawn_watcher(std::time::Duration::from_secs(config.tls.reload_interval_secs))
+    });
+    let tls = certificates.server_tls();
     let addresses = ListenAddrs::on_ips(&config.server, &serve_ips);
-    let listeners = spawn_listeners(config.server.clone(), addresses, Some(tls), resolver.clone())
+    let listeners = spawn_listeners(config.server.clone(), addresses, Some(tls), handler)
         .await
         .context("starting the DNS listeners failed")?;
+    let metrics = config.metrics.clone();
+    let controller = Arc::new(Controller::new(Parts {
+        source,
+        config,
+        dataplane,
+        attachments: attachments.iter().map(|attachment| (attachment.interface.clone(), attachment.mode)).collect(),
+        shared,
+        gate,
+        resolver,
+        query_log,
+        latencies,
+        custom,
+        socket: admin.path().to_owned(),
+    }));
+    controller.set_listeners(listeners);
+    let admin_task = {
+        let handler = Arc::new(AdminHandler(controller.clone()));
+        let admin = admin.clone();
+        tokio::spawn(async move { admin.serve(handler).await })
+    };
+    let metrics_task = start_metrics(&metrics, &controller).await;
     info!(
         addresses = ?serve_ips,
         interfaces = ?attachments.iter().map(|a| (&a.interface, a.mode)).collect::<Vec<_>>(),
@@ -107,15 +183,57 @@ async fn run_async(cli: &Cli, config: Config) -> Result<()> {
 
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler failed")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
-    tokio::select! {
-        _ = interrupt.recv() => info!("SIGINT received, stopping"),
-        _ = terminate.recv() => info!("SIGTERM received, stopping"),
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler failed")?;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => { info!("SIGINT received, stopping"); break; }
+            _ = terminate.recv() => { info!("SIGTERM received, stopping"); break; }
+            _ = controller.stopped() => break,
+            _ = hangup.recv() => {
+                info!("SIGHUP received, reloading the configuration");
+                let reloading = controller.clone();
+                match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => warn!(%error, "reload on SIGHUP failed"),
+                    Err(error) => warn!(%error, "reload on SIGHUP failed"),
+                }
+            }
+        }
     }
-    listeners.shutdown().await;
-    if let Some(mut dataplane) = dataplane {
+    admin_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    if let Some(listeners) = controller.take_listeners() {
+        listeners.shutdown().await;
+    }
+    if let Some(mut dataplane) = controller.take_dataplane() {
+        stop_intercept(&mut dataplane, restores);
         detach_all(&mut dataplane, attachments);
     }
+    // The socket file goes last: `dnsgate stop` waits for it to vanish.
+    drop(admin);
     Ok(())
+}
+
+/// Binds the Prometheus endpoint. A failure is logged and the daemon runs
+/// on without it, because DNS matters more than its metrics.
+async fn start_metrics(settings: &crate::config::MetricsSettings, controller: &Arc<Controller>) -> Option<tokio::task::JoinHandle<()>> {
+    if !settings.enabled {
+        return None;
+    }
+    let listener = match tokio::net::TcpListener::bind(settings.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!(address = %settings.listen, %error, "binding the metrics endpoint failed; metrics are off until a restart");
+            return None;
+        }
+    };
+    let address = listener.local_addr().unwrap_or(settings.listen);
+    controller.set_metrics_address(address);
+    info!(%address, "metrics endpoint listening");
+    let scraped = controller.clone();
+    Some(tokio::spawn(crate::metrics::serve(listener, move || scraped.metrics_text())))
 }
 
 /// Addresses a listener can bind without a scope: link-local IPv6
@@ -125,45 +243,6 @@ fn servable(ip: &IpAddr) -> bool {
         IpAddr::V4(_) => true,
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
     }
-}
-
-/// The configured certificate, or the generated one kept in the state
-/// directory (created on first start, with mode 0600).
-fn load_tls_material(config: &Config, ips: &[IpAddr]) -> Result<TlsMaterial> {
-    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
-        return TlsMaterial::from_pem_files(cert, key)
-            .with_context(|| format!("loading the certificate {} failed", cert.display()));
-    }
-    let dir = config.state_dir().join("tls");
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    if cert_path.exists() && key_path.exists() {
-        return TlsMaterial::from_pem_files(&cert_path, &key_path)
-            .with_context(|| format!("loading the generated certificate {} failed", cert_path.display()));
-    }
-    let name = config.tls.resolver_name.clone().unwrap_or_else(|| "dnsgate.lan".to_owned());
-    let (cert_pem, key_pem) = generate_self_signed(&[name], ips).context("generating a certificate failed")?;
-    write_private(&dir, &cert_path, &cert_pem)?;
-    write_private(&dir, &key_path, &key_pem)?;
-    info!(path = %cert_path.display(), "generated a self-signed certificate");
-    TlsMaterial::from_pem(&cert_pem, &key_pem).context("loading the generated certificate failed")
-}
-
-fn write_private(dir: &Path, path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {} failed", dir.display()))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {} failed", path.display()))?;
-    std::io::Write::write_all(&mut file, text.as_bytes()).with_context(|| format!("writing {} failed", path.display()))
 }
 
 fn attach_all(dataplane: &mut Dataplane, interfaces: &[String], attachments: &mut Vec<Attachment>) -> Result<()> {
@@ -177,6 +256,61 @@ fn attach_all(dataplane: &mut Dataplane, interfaces: &[String], attachments: &mu
         }
     }
     Ok(())
+}
+
+/// Writes the interception settings and, when plain DNS is intercepted,
+/// attaches the egress program that restores reply sources to every LAN
+/// port. Redirected queries go to the first IPv4 address and the first
+/// routable IPv6 address of the LAN interfaces.
+fn start_intercept(
+    dataplane: &mut Dataplane,
+    config: &Config,
+    lan_addresses: &[IpAddr],
+    restores: &mut Vec<RestoreAttachment>,
+) -> Result<()> {
+    let settings = &config.intercept;
+    let router_v4 = lan_addresses.iter().find_map(|address| match address {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    });
+    // Link-local addresses are left out because the listeners do not bind them.
+    let router_v6 = lan_addresses.iter().find_map(|address| match address {
+        IpAddr::V6(v6) if servable(address) => Some(*v6),
+        _ => None,
+    });
+    if settings.enabled && router_v4.is_none() {
+        warn!("the LAN interfaces have no IPv4 address: DNS sent to other resolvers over IPv4 is not intercepted");
+    }
+    if settings.enabled && router_v6.is_none() {
+        warn!("the LAN interfaces have no routable IPv6 address: DNS sent to other resolvers over IPv6 is not intercepted");
+    }
+    let options = InterceptOptions {
+        dns: settings.enabled,
+        refuse_dot: settings.refuse_dot,
+        drop_doq: settings.drop_doq,
+        router_v4,
+        router_v6,
+        exempt: settings.exempt_networks()?,
+    };
+    dataplane.set_intercept(&options).context("writing the interception settings failed")?;
+    if settings.enabled && (router_v4.is_some() || router_v6.is_some()) {
+        for interface in &config.dataplane.lan_interfaces {
+            for port in expand_interface(interface)? {
+                restores.push(dataplane.attach_restore(&port)?);
+            }
+        }
+        info!(?router_v4, ?router_v6, exempt = ?options.exempt, "intercepting DNS sent to other resolvers");
+    }
+    Ok(())
+}
+
+fn stop_intercept(dataplane: &mut Dataplane, restores: Vec<RestoreAttachment>) {
+    for attachment in restores {
+        let interface = attachment.interface.clone();
+        if let Err(error) = dataplane.detach_restore(attachment) {
+            warn!(interface, %error, "detaching the TC egress program failed");
+        }
+    }
 }
 
 fn detach_all(dataplane: &mut Dataplane, attachments: Vec<Attachment>) {

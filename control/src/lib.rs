@@ -6,12 +6,19 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
+pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod ddr;
+pub mod dnr;
 pub mod dataplane;
 pub mod lists;
+pub mod metrics;
 pub mod policy;
+pub mod redirect;
+pub mod querylog;
 pub mod resolver;
 pub mod shared_policy;

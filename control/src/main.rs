@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         .init();
     let result = match &cli.command {
         Command::Run(args) => dnsgate::daemon::run(&cli, args),
-        Command::Stats(args) => dnsgate::commands::stats(&cli, args),
+        _ => dnsgate::commands::dispatch(&cli),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,8 @@ impl Router {
         command
             .args(["--pin-dir", &pin_dir, "run", "--lan-iface", interface, "--state-dir"])
             .arg(logs.join("state"))
+            .arg("--socket")
+            .arg(logs.join("dnsgate.sock"))
             .arg("--blocklist")
             .arg(blocklist);
         let mut daemon = Process::spawn("dnsgate", &mut command, logs);
