@@ -6,7 +6,7 @@ use crate::rules::BUCKET_SLOTS;
 
 /// Layout version of every map below. User space refuses to reuse pinned
 /// maps that carry another version and replaces them instead.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "dns_filter";
@@ -28,6 +28,18 @@ pub const MAP_ROUTER_ADDRS: &str = "ROUTER_ADDRS";
 pub const MAP_CLIENTS: &str = "CLIENTS";
 /// Per-CPU array of `u64` counters indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Array map, one [`InterceptConfig`].
+pub const MAP_INTERCEPT_CONFIG: &str = "INTERCEPT_CONFIG";
+/// LPM trie → `u32` (unused, 0): clients and subnets whose DNS to other
+/// resolvers is left alone. The key is a `u32` prefix length in bits (host
+/// byte order) followed by an [`IpKey`]; an IPv4 subnet `a.b.c.d/n` is
+/// stored as `::ffff:a.b.c.d/(96 + n)`.
+pub const MAP_INTERCEPT_EXEMPT: &str = "INTERCEPT_EXEMPT";
+/// LRU hash [`FlowKey`] → [`IpKey`]: the address each redirected query
+/// was sent to, so that the reply can carry it as its source again.
+pub const MAP_INTERCEPT_FLOWS: &str = "INTERCEPT_FLOWS";
+/// LRU hash [`IpKey`] client → [`ClientIntercepts`].
+pub const MAP_INTERCEPT_CLIENTS: &str = "INTERCEPT_CLIENTS";
 
 /// Default number of buckets in each rule set when nothing else is
 /// configured: room for about a million rules at 90 % load.
@@ -41,6 +53,15 @@ pub const OVERLAY_CAPACITY: u32 = 4096;
 pub const ROUTER_ADDRS_CAPACITY: u32 = 64;
 /// Entries in the client map.
 pub const CLIENTS_CAPACITY: u32 = 1024;
+/// Entries in the exemption trie.
+pub const INTERCEPT_EXEMPT_CAPACITY: u32 = 256;
+/// Entries in the flow map: redirected queries still waiting for their
+/// reply. Beyond this the least recently used entry is evicted, and the
+/// reply to an evicted query leaves with the router's address as source.
+pub const INTERCEPT_FLOWS_CAPACITY: u32 = 8192;
+/// Entries in the per-client interception counters; the least recently
+/// seen client is evicted first.
+pub const INTERCEPT_CLIENTS_CAPACITY: u32 = 1024;
 
 /// One bucket of a rule set: [`BUCKET_SLOTS`] slots (see [`crate::rules`]).
 pub type Bucket = [u64; BUCKET_SLOTS];
@@ -148,13 +169,85 @@ pub enum Counter {
     /// Blocked queries passed on because the answer could not be built in
     /// place (no room to grow the frame).
     TxFailed = 5,
+    /// Plain DNS queries to another resolver that were handled as if sent
+    /// to the router (answered in the kernel or redirected).
+    Intercepted = 6,
+    /// Intercepted queries whose destination was rewritten to the router.
+    Redirected = 7,
+    /// Replies whose source address was restored by the egress program.
+    RepliesRestored = 8,
+    /// TCP SYNs to port 853 of another resolver answered with a RST.
+    DotRefused = 9,
+    /// UDP datagrams to port 853 of another resolver dropped.
+    DoqDropped = 10,
 }
 
 /// Number of counters in [`MAP_COUNTERS`].
-pub const COUNTER_COUNT: u32 = 8;
+pub const COUNTER_COUNT: u32 = 16;
 
 /// Names of the counters as `dnsgate stats --json` prints them, by index.
-pub const COUNTER_NAMES: [&str; 6] = ["seen", "blocked", "allowed", "passed", "malformed", "tx_failed"];
+pub const COUNTER_NAMES: [&str; 11] = [
+    "seen",
+    "blocked",
+    "allowed",
+    "passed",
+    "malformed",
+    "tx_failed",
+    "intercepted",
+    "redirected",
+    "replies_restored",
+    "dot_refused",
+    "doq_dropped",
+];
+
+/// [`InterceptConfig::flags`]: plain DNS (UDP/53) to other resolvers is
+/// handled as if sent to the router.
+pub const INTERCEPT_DNS: u32 = 1 << 0;
+/// [`InterceptConfig::flags`]: TCP SYNs to port 853 of other resolvers are
+/// answered with a RST.
+pub const INTERCEPT_REFUSE_DOT: u32 = 1 << 1;
+/// [`InterceptConfig::flags`]: UDP to port 853 of other resolvers (DoQ) is
+/// dropped.
+pub const INTERCEPT_DROP_DOQ: u32 = 1 << 2;
+
+/// Settings of the interception of DNS sent to other resolvers. All zero
+/// (the state before user space writes it) turns interception off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct InterceptConfig {
+    /// `INTERCEPT_*` bits.
+    pub flags: u32,
+    /// The router's IPv4 address that redirected queries are sent to,
+    /// network byte order. Interception of IPv4 is off while it is zero.
+    pub router_v4: [u8; 4],
+    /// The router's IPv6 address that redirected queries are sent to,
+    /// network byte order. Interception of IPv6 is off while it is `::`.
+    pub router_v6: [u8; 16],
+}
+
+/// Key of [`MAP_INTERCEPT_FLOWS`]: the client end of a redirected query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct FlowKey {
+    /// Client address.
+    pub client: IpKey,
+    /// Client UDP port, network byte order.
+    pub port: [u8; 2],
+    /// Always zero.
+    pub padding: [u8; 2],
+}
+
+/// Value of [`MAP_INTERCEPT_CLIENTS`], host byte order. Updated without
+/// atomics from several CPUs, so a count may miss an increment under
+/// load: these are for spotting devices, not for accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct ClientIntercepts {
+    /// Plain DNS queries to other resolvers.
+    pub queries: u64,
+    /// DoT connections refused and DoQ datagrams dropped.
+    pub encrypted: u64,
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -164,4 +257,10 @@ mod pod {
     unsafe impl aya::Pod for super::DataplaneConfig {}
     // SAFETY: as above: sixteen bytes, no padding.
     unsafe impl aya::Pod for super::IpKey {}
+    // SAFETY: as above: 24 bytes, no padding.
+    unsafe impl aya::Pod for super::InterceptConfig {}
+    // SAFETY: as above: twenty bytes, the padding spelt out as a field.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above: sixteen bytes, no padding.
+    unsafe impl aya::Pod for super::ClientIntercepts {}
 }

@@ -34,7 +34,7 @@ pub fn rewrite(
     owner: usize,
 ) -> Outcome {
     let mode = BlockMode::from_u32(config.block_mode);
-    let shape = AnswerShape::for_query(mode, question.qtype, question.edns_flags.is_some());
+    let shape = AnswerShape::for_query(mode, question.qtype, question.has_edns != 0);
     let dns_len = question.question_end + shape.tail_len();
     let frame_len = frame.dns + dns_len;
     let delta = frame_len as i32 - (ctx.data_end() - ctx.data()) as i32;
@@ -134,7 +134,7 @@ fn write_answer(
         at += SOA_RECORD_LEN;
     }
     if shape.opt {
-        let do_bit = question.edns_flags.unwrap_or(0) & EDNS_FLAG_DO;
+        let do_bit = question.edns_flags & EDNS_FLAG_DO;
         let size = EDNS_UDP_SIZE.to_be_bytes();
         let flags = do_bit.to_be_bytes();
         let record: [u8; OPT_RECORD_LEN] = [

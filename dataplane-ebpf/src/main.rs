@@ -13,11 +13,17 @@
 
 mod answer;
 mod checksum;
+mod intercept;
 mod maps;
 mod packet;
 mod query;
+mod restore;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_OK},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use dnsgate_common::maps::Counter;
 
 use crate::query::Outcome;
@@ -34,12 +40,23 @@ pub fn dns_filter(ctx: XdpContext) -> u32 {
         Outcome::Answered => (Counter::Blocked, xdp_action::XDP_TX),
         Outcome::TxFailed => (Counter::TxFailed, xdp_action::XDP_PASS),
         Outcome::Aborted => (Counter::TxFailed, xdp_action::XDP_DROP),
+        Outcome::Redirected => (Counter::Redirected, xdp_action::XDP_PASS),
+        Outcome::DotRefused => (Counter::DotRefused, xdp_action::XDP_TX),
+        Outcome::DoqDropped => (Counter::DoqDropped, xdp_action::XDP_DROP),
     };
     if matches!(outcome, Outcome::ToUserSpace | Outcome::Answered | Outcome::TxFailed | Outcome::Aborted) {
         maps::count(Counter::Seen);
     }
     maps::count(counter);
     action
+}
+
+/// Gives replies to redirected queries their original source address on
+/// the way out of a LAN port. Lets every frame pass.
+#[classifier]
+pub fn restore_source(ctx: TcContext) -> i32 {
+    restore::restore(&ctx);
+    TC_ACT_OK as i32
 }
 
 /// Passes every frame. Attached to the client end of a veth pair in the

@@ -2,12 +2,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use dnsgate_common::{
     maps::{
-        Bucket, Counter, DataplaneConfig, IpKey, CLIENTS_CAPACITY, COUNTER_COUNT,
-        DEFAULT_RULES_ENTRIES, OVERLAY_CAPACITY, ROUTER_ADDRS_CAPACITY,
+        Bucket, ClientIntercepts, Counter, DataplaneConfig, FlowKey, InterceptConfig, IpKey,
+        CLIENTS_CAPACITY, COUNTER_COUNT, DEFAULT_RULES_ENTRIES, INTERCEPT_CLIENTS_CAPACITY,
+        INTERCEPT_EXEMPT_CAPACITY, INTERCEPT_FLOWS_CAPACITY, OVERLAY_CAPACITY,
+        ROUTER_ADDRS_CAPACITY,
     },
     rules::{bucket_pair, slot_value, RuleValue, BUCKET_SLOTS},
     wire::MAX_LABELS,
@@ -36,6 +38,19 @@ pub static CLIENTS: HashMap<IpKey, u32> = HashMap::with_max_entries(CLIENTS_CAPA
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map]
+pub static INTERCEPT_CONFIG: Array<InterceptConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static INTERCEPT_EXEMPT: LpmTrie<IpKey, u32> = LpmTrie::with_max_entries(INTERCEPT_EXEMPT_CAPACITY, 0);
+
+#[map]
+pub static INTERCEPT_FLOWS: LruHashMap<FlowKey, IpKey> = LruHashMap::with_max_entries(INTERCEPT_FLOWS_CAPACITY, 0);
+
+#[map]
+pub static INTERCEPT_CLIENTS: LruHashMap<IpKey, ClientIntercepts> =
+    LruHashMap::with_max_entries(INTERCEPT_CLIENTS_CAPACITY, 0);
 
 /// Per-CPU scratch space for the question walk.
 ///
@@ -72,6 +87,9 @@ pub struct Labels {
     pub set_buckets: u32,
     /// Whether the overlay map holds rules (0 or 1).
     pub overlay: u32,
+    /// Whether the frame is a query to another resolver that is being
+    /// intercepted (0 or 1).
+    pub intercepted: u32,
     /// The frame's layout, parked here while the name is judged.
     pub frame: crate::query::Frame,
     /// The question, parked here while the name is judged.

@@ -14,7 +14,7 @@ use dnsgate_common::{
 };
 
 use crate::{
-    answer,
+    answer, intercept,
     maps::{load, lookup_rule, store, ACTIVE_SET, CLIENTS, CONFIG, LABELS, ROUTER_ADDRS},
     packet::{load_bytes, load_u16, load_u8},
 };
@@ -35,12 +35,18 @@ pub enum Outcome {
     /// A blocked query whose frame was changed but whose answer could not be
     /// completed; it is dropped.
     Aborted,
+    /// A query to another resolver, rewritten to go to the router.
+    Redirected,
+    /// A TCP SYN to port 853 of another resolver, answered with a RST.
+    DotRefused,
+    /// A UDP datagram to port 853 of another resolver, dropped.
+    DoqDropped,
 }
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const IPPROTO_UDP: u8 = 17;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const IPPROTO_UDP: u8 = 17;
 const DNS_PORT: u16 = 53;
 
 /// Where the headers of a query frame start.
@@ -69,8 +75,13 @@ pub struct Question {
     pub qtype: u16,
     /// Offset of the first byte after the question, from the DNS header.
     pub question_end: usize,
-    /// EDNS flags of the OPT record, if the query had one.
-    pub edns_flags: Option<u16>,
+    /// EDNS flags of the OPT record; 0 without one.
+    pub edns_flags: u16,
+    /// Whether the query had an OPT record (0 or 1). Kept apart from the
+    /// flags rather than as an `Option`: the undefined payload of `None`
+    /// let LLVM store a packet pointer into a 2-byte stack slot, which the
+    /// verifier rejects ("invalid size of register spill", 6.18).
+    pub has_edns: u16,
 }
 
 pub fn handle(ctx: &XdpContext) -> Outcome {
@@ -84,6 +95,37 @@ pub fn handle(ctx: &XdpContext) -> Outcome {
             return Outcome::NotDns;
         }
     }
+    let Some(labels) = LABELS.get_ptr_mut(0) else {
+        return Outcome::NotDns;
+    };
+    // SAFETY: this CPU's scratch value, touched by nothing else while the
+    // program runs.
+    store(unsafe { &mut (*labels).intercepted }, 0);
+    let outcome = parse_and_judge(ctx);
+    // SAFETY: as above.
+    if load(unsafe { &(*labels).intercepted }) == 0 {
+        return outcome;
+    }
+    // Whatever the kernel did not answer goes to dnsgate, which answers
+    // malformed queries too, rather than to the resolver the client chose.
+    match outcome {
+        Outcome::NotDns | Outcome::Malformed | Outcome::ToUserSpace | Outcome::TxFailed => {
+            intercept::redirect(ctx)
+        }
+        Outcome::Answered
+        | Outcome::Aborted
+        | Outcome::Redirected
+        | Outcome::DotRefused
+        | Outcome::DoqDropped => outcome,
+    }
+}
+
+/// Parses the frame and judges the query. A query to another resolver that
+/// is intercepted sets `Labels::intercepted`; the flag is kept in the
+/// scratch value rather than in a register, so that the name walk is not
+/// verified once per value of it.
+#[inline(always)]
+fn parse_and_judge(ctx: &XdpContext) -> Outcome {
     let frame = match parse_frame(ctx) {
         Ok(frame) => frame,
         Err(outcome) => return outcome,
@@ -112,7 +154,8 @@ fn parse_frame(ctx: &XdpContext) -> Result<Frame, Outcome> {
             if load_u8(ctx, l3).ok_or(Outcome::NotDns)? != 0x45 {
                 return Err(Outcome::NotDns);
             }
-            if load_u8(ctx, l3 + 9).ok_or(Outcome::NotDns)? != IPPROTO_UDP {
+            let protocol = load_u8(ctx, l3 + 9).ok_or(Outcome::NotDns)?;
+            if protocol != IPPROTO_UDP && protocol != intercept::IPPROTO_TCP {
                 return Err(Outcome::NotDns);
             }
             // More-fragments flag or a fragment offset: a fragment.
@@ -120,26 +163,44 @@ fn parse_frame(ctx: &XdpContext) -> Result<Frame, Outcome> {
                 return Err(Outcome::NotDns);
             }
             let destination = load_bytes::<4>(ctx, l3 + 16).ok_or(Outcome::NotDns)?;
-            // SAFETY: the value is only tested for presence.
-            if unsafe { ROUTER_ADDRS.get(&IpKey::from_v4(destination)) }.is_none() {
-                return Err(Outcome::NotDns);
-            }
             let source = load_bytes::<4>(ctx, l3 + 12).ok_or(Outcome::NotDns)?;
+            // SAFETY: the value is only tested for presence.
+            if unsafe { ROUTER_ADDRS.get(&IpKey::from_v4(destination)) }.is_some() {
+                if protocol != IPPROTO_UDP {
+                    return Err(Outcome::NotDns);
+                }
+            } else {
+                intercept::classify(ctx, l3, false, protocol, IpKey::from_v4(source))?;
+                let labels = LABELS.get_ptr_mut(0).ok_or(Outcome::NotDns)?;
+                // SAFETY: this CPU's scratch value, touched by nothing else
+                // while the program runs.
+                store(unsafe { &mut (*labels).intercepted }, 1);
+            }
             let total_len = load_u16(ctx, l3 + 2).ok_or(Outcome::NotDns)? as usize;
             let payload = total_len.checked_sub(20).ok_or(Outcome::Malformed);
             (l3 + 20, payload, IpKey::from_v4(source), false)
         }
         ETH_P_IPV6 => {
-            // Next header must be UDP: extension headers are not handled.
-            if load_u8(ctx, l3 + 6).ok_or(Outcome::NotDns)? != IPPROTO_UDP {
+            // Next header must be UDP (or TCP, for DoT to other
+            // resolvers): extension headers are not handled.
+            let protocol = load_u8(ctx, l3 + 6).ok_or(Outcome::NotDns)?;
+            if protocol != IPPROTO_UDP && protocol != intercept::IPPROTO_TCP {
                 return Err(Outcome::NotDns);
             }
             let destination = load_bytes::<16>(ctx, l3 + 24).ok_or(Outcome::NotDns)?;
-            // SAFETY: the value is only tested for presence.
-            if unsafe { ROUTER_ADDRS.get(&IpKey(destination)) }.is_none() {
-                return Err(Outcome::NotDns);
-            }
             let source = load_bytes::<16>(ctx, l3 + 8).ok_or(Outcome::NotDns)?;
+            // SAFETY: the value is only tested for presence.
+            if unsafe { ROUTER_ADDRS.get(&IpKey(destination)) }.is_some() {
+                if protocol != IPPROTO_UDP {
+                    return Err(Outcome::NotDns);
+                }
+            } else {
+                intercept::classify(ctx, l3, true, protocol, IpKey(source))?;
+                let labels = LABELS.get_ptr_mut(0).ok_or(Outcome::NotDns)?;
+                // SAFETY: this CPU's scratch value, touched by nothing else
+                // while the program runs.
+                store(unsafe { &mut (*labels).intercepted }, 1);
+            }
             let payload = load_u16(ctx, l3 + 4).ok_or(Outcome::NotDns)? as usize;
             (l3 + 40, Ok(payload), IpKey(source), true)
         }
@@ -209,7 +270,8 @@ fn parse_message(ctx: &XdpContext, frame: &Frame) -> Result<Question, Outcome> {
     pos += 4;
     let question_end = pos;
 
-    let mut edns_flags = None;
+    let mut edns_flags = 0;
+    let mut has_edns = 0;
     let mut edns_version = 0;
     if arcount == 1 {
         if load_u8(ctx, dns + pos).ok_or(Outcome::Malformed)? != 0 {
@@ -219,7 +281,8 @@ fn parse_message(ctx: &XdpContext, frame: &Frame) -> Result<Question, Outcome> {
             return Err(Outcome::Malformed);
         }
         edns_version = load_u8(ctx, dns + pos + 6).ok_or(Outcome::Malformed)?;
-        edns_flags = Some(load_u16(ctx, dns + pos + 7).ok_or(Outcome::Malformed)?);
+        edns_flags = load_u16(ctx, dns + pos + 7).ok_or(Outcome::Malformed)?;
+        has_edns = 1;
         let rdlen = load_u16(ctx, dns + pos + 9).ok_or(Outcome::Malformed)? as usize;
         pos += 11 + rdlen;
     }
@@ -230,7 +293,7 @@ fn parse_message(ctx: &XdpContext, frame: &Frame) -> Result<Question, Outcome> {
     if qclass != CLASS_IN || count > MAX_LABELS || count == 0 || edns_version != 0 {
         return Err(Outcome::ToUserSpace);
     }
-    Ok(Question { flags, qtype, question_end, edns_flags })
+    Ok(Question { flags, qtype, question_end, edns_flags, has_edns })
 }
 
 /// Reads the question name byte by byte, hashing each label and noting

@@ -25,6 +25,17 @@ pub struct CounterValues {
     pub malformed: u64,
     /// Blocked queries that could not be answered in place.
     pub tx_failed: u64,
+    /// Plain DNS queries to other resolvers handled as if sent to the
+    /// router.
+    pub intercepted: u64,
+    /// Intercepted queries rewritten to go to the router.
+    pub redirected: u64,
+    /// Replies given back their original source address.
+    pub replies_restored: u64,
+    /// DoT connections to other resolvers refused.
+    pub dot_refused: u64,
+    /// DoQ datagrams to other resolvers dropped.
+    pub doq_dropped: u64,
 }
 
 impl CounterValues {
@@ -37,7 +48,7 @@ impl CounterValues {
             })?;
             Ok(values.iter().sum())
         };
-        debug_assert_eq!(COUNTER_NAMES.len(), 6);
+        debug_assert_eq!(COUNTER_NAMES.len(), 11);
         Ok(Self {
             seen: sum(Counter::Seen)?,
             blocked: sum(Counter::Blocked)?,
@@ -45,6 +56,11 @@ impl CounterValues {
             passed: sum(Counter::Passed)?,
             malformed: sum(Counter::Malformed)?,
             tx_failed: sum(Counter::TxFailed)?,
+            intercepted: sum(Counter::Intercepted)?,
+            redirected: sum(Counter::Redirected)?,
+            replies_restored: sum(Counter::RepliesRestored)?,
+            dot_refused: sum(Counter::DotRefused)?,
+            doq_dropped: sum(Counter::DoqDropped)?,
         })
     }
 }

@@ -8,8 +8,8 @@ use aya::{
     programs::Xdp,
 };
 use dnsgate_common::maps::{
-    DataplaneConfig, IpKey, MAP_ACTIVE_SET, MAP_CONFIG, MAP_COUNTERS, MAP_ROUTER_ADDRS, MAP_RULES,
-    PROGRAM_NAME,
+    DataplaneConfig, IpKey, MAP_ACTIVE_SET, MAP_CONFIG, MAP_COUNTERS, MAP_INTERCEPT_CLIENTS, MAP_ROUTER_ADDRS,
+    MAP_RULES, PROGRAM_NAME,
 };
 use tracing::{debug, info, warn};
 
@@ -86,6 +86,13 @@ impl Dataplane {
                 .map_err(|source| DataplaneError::Verify { program: name, source })?;
             program.load().map_err(|source| DataplaneError::Verify { program: name, source })?;
         }
+        let name = super::RESTORE_PROGRAM_NAME;
+        let restore: &mut aya::programs::SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| DataplaneError::Verify { program: name, source })?;
+        restore.load().map_err(|source| DataplaneError::Verify { program: name, source })?;
         info!(buckets, btf = kernel_btf.is_some(), "XDP program loaded");
 
         let mut dataplane = Self {
@@ -184,16 +191,18 @@ impl Dataplane {
     fn pin_counters(&mut self, dir: &Path) -> Result<(), DataplaneError> {
         mount_bpffs_if_missing(dir);
         std::fs::create_dir_all(dir).map_err(|source| DataplaneError::System { action: "creating the pin directory (is bpffs mounted on /sys/fs/bpf?)", path: dir.to_owned(), source })?;
-        let path = dir.join(MAP_COUNTERS);
-        // A stale pin from a run that did not exit cleanly would make pinning fail.
-        let _ = std::fs::remove_file(&path);
-        let map = self.ebpf.map_mut(MAP_COUNTERS).ok_or(DataplaneError::MissingMap { name: MAP_COUNTERS })?;
-        map.pin(&path).map_err(|source| DataplaneError::Map {
-            name: MAP_COUNTERS,
-            operation: "pinning",
-            source: aya::maps::MapError::PinError { name: Some(MAP_COUNTERS.into()), error: source },
-        })?;
-        self.pinned.push(path);
+        for name in [MAP_COUNTERS, MAP_INTERCEPT_CLIENTS] {
+            let path = dir.join(name);
+            // A stale pin from a run that did not exit cleanly would make pinning fail.
+            let _ = std::fs::remove_file(&path);
+            let map = self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap { name })?;
+            map.pin(&path).map_err(|source| DataplaneError::Map {
+                name,
+                operation: "pinning",
+                source: aya::maps::MapError::PinError { name: Some(name.into()), error: source },
+            })?;
+            self.pinned.push(path);
+        }
         Ok(())
     }
 }

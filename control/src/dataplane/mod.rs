@@ -6,12 +6,16 @@
 
 mod attach;
 mod counters;
+mod intercept;
 mod loader;
 mod object;
 mod rules;
 
 pub use attach::{AttachMode, Attachment, expand_interface};
 pub use counters::{CounterValues, read_pinned_counters};
+pub use intercept::{
+    ClientInterceptCount, InterceptOptions, RESTORE_PROGRAM_NAME, RestoreAttachment, read_pinned_intercept_clients,
+};
 pub use loader::{Dataplane, LoadOptions, PASS_PROGRAM_NAME, ip_key};
 pub use dnsgate_common::maps::PROGRAM_NAME;
 pub use object::object_bytes;
@@ -64,6 +68,19 @@ pub enum DataplaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// Attaching or detaching the TC egress program failed.
+    #[error(
+        "attaching the TC egress program to {interface} failed: {source}; replies to intercepted queries \
+         need it (check that the kernel has clsact, or set `intercept.enabled = false`)"
+    )]
+    AttachRestore {
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// An exemption's prefix length is longer than its address.
+    #[error("exemption {network}/{prefix_len} has a prefix longer than the address; use at most /32 for IPv4 and /128 for IPv6")]
+    InvalidPrefix { network: std::net::IpAddr, prefix_len: u8 },
     /// The rule table does not fit the map sized at load time.
     #[error("the rule table needs {needed} buckets but the rule maps hold {capacity}; raise `dataplane.rule_capacity` and restart")]
     TableTooLarge { needed: usize, capacity: u32 },

@@ -1,0 +1,124 @@
+//! The TC egress program that gives replies to redirected queries the
+//! source address their client sent the query to (see `intercept.rs`).
+//!
+//! It runs on the LAN ports. A UDP datagram from port 53 of the router's
+//! address to a client port found in `INTERCEPT_FLOWS` gets the
+//! recorded address as its source; the flow entry is then removed, so a
+//! later query from the same port straight to the router is answered from
+//! the router's address. Everything else leaves unchanged.
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    programs::TcContext,
+};
+use dnsgate_common::maps::{Counter, FlowKey, IpKey, INTERCEPT_DNS};
+
+use crate::{
+    maps::{count, INTERCEPT_CONFIG, INTERCEPT_FLOWS},
+    query::{ETH_P_8021Q, IPPROTO_UDP},
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// Flags of `bpf_l4_csum_replace` for one 4-byte word of the pseudo-header.
+const L4_FLAGS: u64 = (BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0) as u64 | 4;
+const DNS_PORT: u16 = 53;
+
+/// Restores the source address of one frame if it is a reply to a
+/// redirected query. Never drops anything.
+#[inline(always)]
+pub fn restore(ctx: &TcContext) {
+    if try_restore(ctx).is_some() {
+        count(Counter::RepliesRestored);
+    }
+}
+
+#[inline(always)]
+fn try_restore(ctx: &TcContext) -> Option<()> {
+    let config = INTERCEPT_CONFIG.get(0)?;
+    if config.flags & INTERCEPT_DNS == 0 {
+        return None;
+    }
+
+    let mut l3 = 14;
+    let mut ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    if ethertype == ETH_P_8021Q {
+        ethertype = u16::from_be(ctx.load::<u16>(16).ok()?);
+        l3 = 18;
+    }
+    match ethertype {
+        ETH_P_IP => restore_v4(ctx, l3, config.router_v4),
+        ETH_P_IPV6 => restore_v6(ctx, l3, config.router_v6),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn restore_v4(ctx: &TcContext, l3: usize, router: [u8; 4]) -> Option<()> {
+    if ctx.load::<u8>(l3).ok()? != 0x45 || ctx.load::<u8>(l3 + 9).ok()? != IPPROTO_UDP {
+        return None;
+    }
+    // A fragment other than the first carries no ports, and rewriting the
+    // first alone would break reassembly; replies that large are left alone.
+    if u16::from_be(ctx.load::<u16>(l3 + 6).ok()?) & 0x3fff != 0 {
+        return None;
+    }
+    let source = ctx.load::<[u8; 4]>(l3 + 12).ok()?;
+    if source != router {
+        return None;
+    }
+    let l4 = l3 + 20;
+    if u16::from_be(ctx.load::<u16>(l4).ok()?) != DNS_PORT {
+        return None;
+    }
+    let client = ctx.load::<[u8; 4]>(l3 + 16).ok()?;
+    let port = ctx.load::<[u8; 2]>(l4 + 2).ok()?;
+    let key = FlowKey { client: IpKey::from_v4(client), port, padding: [0; 2] };
+    // SAFETY: the value is copied out at once.
+    let original = unsafe { INTERCEPT_FLOWS.get(key) }.copied()?;
+    let original: [u8; 4] = [original.0[12], original.0[13], original.0[14], original.0[15]];
+
+    let from = u32::from_ne_bytes(source) as u64;
+    let to = u32::from_ne_bytes(original) as u64;
+    // The helpers update the checksums by the difference of the two words,
+    // so both are passed as they lie in memory. The UDP checksum covers the
+    // source address through the pseudo-header; a zero checksum (none) is
+    // left zero.
+    ctx.l4_csum_replace(l4 + 6, from, to, L4_FLAGS).ok()?;
+    ctx.l3_csum_replace(l3 + 10, from, to, 4).ok()?;
+    ctx.store(l3 + 12, &original, 0).ok()?;
+    let _ = INTERCEPT_FLOWS.remove(key);
+    Some(())
+}
+
+/// The IPv6 half of [`try_restore`]. IPv6 has no header checksum; the UDP
+/// checksum is updated one 32-bit word of the address at a time.
+#[inline(always)]
+fn restore_v6(ctx: &TcContext, l3: usize, router: [u8; 16]) -> Option<()> {
+    if ctx.load::<u8>(l3 + 6).ok()? != IPPROTO_UDP {
+        return None;
+    }
+    let source = ctx.load::<[u8; 16]>(l3 + 8).ok()?;
+    if source != router {
+        return None;
+    }
+    let l4 = l3 + 40;
+    if u16::from_be(ctx.load::<u16>(l4).ok()?) != DNS_PORT {
+        return None;
+    }
+    let client = ctx.load::<[u8; 16]>(l3 + 24).ok()?;
+    let port = ctx.load::<[u8; 2]>(l4 + 2).ok()?;
+    let key = FlowKey { client: IpKey(client), port, padding: [0; 2] };
+    // SAFETY: the value is copied out at once.
+    let original = unsafe { INTERCEPT_FLOWS.get(key) }.copied()?.0;
+
+    for word in 0..4 {
+        let at = word * 4;
+        let from = u32::from_ne_bytes([source[at], source[at + 1], source[at + 2], source[at + 3]]) as u64;
+        let to = u32::from_ne_bytes([original[at], original[at + 1], original[at + 2], original[at + 3]]) as u64;
+        ctx.l4_csum_replace(l4 + 6, from, to, L4_FLAGS).ok()?;
+    }
+    ctx.store(l3 + 8, &original, 0).ok()?;
+    let _ = INTERCEPT_FLOWS.remove(key);
+    Some(())
+}
