@@ -109,14 +109,23 @@ impl TarWriter {
     }
 
     fn directory(&mut self, path: &str) -> Result<()> {
-        let mut header = self.header(tar::EntryType::Directory, 0o755, 0);
-        self.builder.append_data(&mut header, format!("./{path}/"), std::io::empty())?;
-        Ok(())
+        let header = self.header(tar::EntryType::Directory, 0o755, 0);
+        self.append(header, &format!("./{path}/"), &[])
     }
 
     fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
-        let mut header = self.header(tar::EntryType::Regular, mode, data.len() as u64);
-        self.builder.append_data(&mut header, format!("./{path}"), data)?;
+        let header = self.header(tar::EntryType::Regular, mode, data.len() as u64);
+        self.append(header, &format!("./{path}"), data)
+    }
+
+    /// Appends one entry under `name` exactly as given. The tar crate's
+    /// path setters drop the leading `./`, which `ipkg-build` keeps.
+    fn append(&mut self, mut header: tar::Header, name: &str, data: &[u8]) -> Result<()> {
+        let field = &mut header.as_old_mut().name;
+        anyhow::ensure!(name.len() < field.len(), "package path {name} is longer than a tar header holds");
+        field[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        self.builder.append(&header, data)?;
         Ok(())
     }
 
