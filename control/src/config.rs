@@ -380,6 +380,13 @@ mod tests {
     }
 
     #[test]
+    fn unknown_list_key_is_named_in_error() {
+        let text = "[[lists]]\nlocation = \"/etc/dnsgate/ads.txt\"\nfromat = \"hosts\"\n";
+        let message = Config::parse(text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(message.contains("fromat"), "{message}");
+    }
+
+    #[test]
     fn full_file_parses() {
         let text = r#"
 state_dir = "/tmp/state"

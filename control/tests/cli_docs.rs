@@ -1,5 +1,5 @@
 //! Shell completions and man pages generated from the clap definitions,
-//! and the CLI's behaviour without a daemon.
+//! the CLI's behaviour without a daemon, and the configuration docs.
 
 use std::process::Command;
 
@@ -62,4 +62,83 @@ fn check_config_names_bad_key() {
     assert_eq!(report["valid"], true);
     assert_eq!(report["invalid_lines"], 1);
     assert_eq!(report["lists"][0]["invalid"]["examples"][0]["line"], 2);
+}
+
+/// The documented example must parse with the daemon's own parser, and
+/// every table and key it sets must be described in the reference, so
+/// neither can drift from the code.
+#[test]
+fn example_config_parses_and_is_documented() {
+    use dnsgate::config::{ClientPrivacy, Config};
+    use dnsgate::lists::{ListFormat, ListRole};
+    use dnsgate::resolver::Protocol;
+
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let example_path = docs.join("dnsgate.example.toml");
+    let example = std::fs::read_to_string(&example_path).unwrap();
+    let config = Config::parse(&example, &example_path).unwrap_or_else(|error| panic!("{error}"));
+
+    assert_eq!(config.dataplane.lan_interfaces, ["br-lan"]);
+    assert_eq!(config.lists.len(), 2);
+    assert_eq!(config.lists[0].format, ListFormat::Hosts);
+    assert_eq!(config.lists[0].role, ListRole::Block);
+    assert_eq!(config.lists[1].format, ListFormat::Adblock);
+    assert_eq!(config.lists[1].role, ListRole::Block, "role defaults to block");
+
+    let upstreams = &config.resolver.upstreams;
+    assert_eq!(upstreams.len(), 2);
+    for upstream in upstreams {
+        assert_eq!(upstream.url.protocol, Protocol::Tls, "{}", upstream.url);
+        let address = upstream.url.socket_addr().expect("example upstreams use IP addresses").ip();
+        let is_documentation_address = match address {
+            std::net::IpAddr::V4(v4) => v4.octets()[..3] == [192, 0, 2],
+            std::net::IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0xdb8],
+        };
+        assert!(is_documentation_address, "{address} is not in 192.0.2.0/24 or 2001:db8::/32");
+    }
+
+    assert!(config.ddr.enabled);
+    assert!(config.intercept.enabled);
+    let exempt = config.intercept.exempt_networks().unwrap();
+    assert_eq!(exempt, [("192.168.1.240".parse().unwrap(), 28)]);
+    assert_eq!(config.server.doh_port, 8443);
+    assert_eq!(config.querylog.client_privacy, ClientPrivacy::Truncate);
+
+    let reference = std::fs::read_to_string(docs.join("configuration.md")).unwrap();
+    let headings: Vec<&str> = reference.lines().filter(|line| line.starts_with('#')).collect();
+    let table: toml::Table = example.parse().unwrap();
+    for (name, value) in &table {
+        let keys: Vec<(String, &toml::Value)> = match value {
+            toml::Value::Table(inner) => inner.iter().map(|(key, value)| (key.clone(), value)).collect(),
+            toml::Value::Array(items) => items
+                .iter()
+                .filter_map(toml::Value::as_table)
+                .flat_map(|inner| inner.iter().map(|(key, value)| (key.clone(), value)))
+                .collect(),
+            _ => {
+                assert!(reference.contains(&format!("`{name}`")), "top-level key {name} is not documented");
+                continue;
+            }
+        };
+        let heading = format!("[{name}]");
+        assert!(
+            headings.iter().any(|line| line.contains(&heading)),
+            "docs/configuration.md has no heading for the {heading} table"
+        );
+        for (key, value) in keys {
+            let is_array_of_tables = match value.as_array() {
+                Some(items) => !items.is_empty() && items.iter().all(toml::Value::is_table),
+                None => false,
+            };
+            if value.is_table() || is_array_of_tables {
+                let nested = format!("[{name}.{key}]");
+                assert!(
+                    headings.iter().any(|line| line.contains(&nested)),
+                    "docs/configuration.md has no heading for the {nested} table"
+                );
+            } else {
+                assert!(reference.contains(&format!("`{key}`")), "key {name}.{key} is not documented");
+            }
+        }
+    }
 }

@@ -176,6 +176,7 @@ pub enum ListRole {
 
 /// One list to load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// A file path, or an `http://` / `https://` URL fetched through a
     /// [`ListFetcher`].
