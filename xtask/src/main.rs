@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project tasks cargo cannot do alone.
 
+mod bench;
 mod build;
 mod demo;
+mod package;
 mod prereq;
 mod test;
 mod vm;
@@ -28,6 +30,12 @@ enum Command {
     /// Boot every Debian kernel of the test matrix in QEMU and run the
     /// dataplane tests inside each.
     VmTest(vm::Args),
+    /// Measure dnsgate against dnsmasq, unbound, dnsdist and hickory-dns
+    /// and write BENCHMARKS.md and benchmarks.json.
+    Bench(bench::Args),
+    /// Build installable packages: `package openwrt` writes .ipk (and .apk)
+    /// files and prints the binary size per architecture.
+    Package(package::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Demo(args) => demo::run(args),
         Command::VmTest(args) => vm::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Package(args) => package::run(args),
     }
 }
