@@ -248,6 +248,14 @@ fn subcommands_report_what_the_test_did() {
     assert_eq!(status["upstream_status"], "not_configured");
     assert_eq!(status["certificate"]["mode"], "generated");
     assert!(status["certificate"]["not_after_unix"].as_i64().is_some(), "{status}");
+    // 198.18.0.0/15 is not private in the RFC 9462 sense, so only verified
+    // discovery can work there, and only if the certificate names it.
+    let discovery = status["certificate"]["discovery"].as_array().unwrap_or_else(|| panic!("no discovery in {status}"));
+    let router = discovery.iter().find(|entry| entry["address"] == ROUTER_ADDRESS);
+    let router = router.unwrap_or_else(|| panic!("no discovery entry for {ROUTER_ADDRESS} in {status}"));
+    assert_eq!(router["opportunistic"], false, "{status}");
+    let named = status["certificate"]["ips"].as_array().unwrap().iter().any(|ip| ip == ROUTER_ADDRESS);
+    assert_eq!(router["verified"], named, "{status}");
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
 
     // stats: three kernel answers, two UDP and one TCP query in user space.

@@ -102,6 +102,9 @@ pub fn print_status(value: &Value) {
         ),
         None => println!("certificate: {} ({}): {}", show(&certificate["mode"]), show(&certificate["path"]), show(&certificate["error"])),
     }
+    for entry in certificate["discovery"].as_array().into_iter().flatten() {
+        println!("  DDR at {}: {}", show(&entry["address"]), show(&entry["explanation"]));
+    }
     println!("metrics:    {}", show(&value["metrics"]));
 }
 

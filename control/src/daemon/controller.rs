@@ -539,6 +539,7 @@ fn certificate_status(config: &Config) -> Value {
             "expiry_warning": info.expiry_warning(SystemTime::now()),
             "dns_names": info.dns_names,
             "ips": info.ips,
+            "discovery": crate::ddr::served_discovery(config, &info),
         }),
         Err(error) => json!({ "mode": mode, "path": cert.display().to_string(), "error": error }),
     }
