@@ -40,6 +40,9 @@ pub const MAP_INTERCEPT_EXEMPT: &str = "INTERCEPT_EXEMPT";
 pub const MAP_INTERCEPT_FLOWS: &str = "INTERCEPT_FLOWS";
 /// LRU hash [`IpKey`] client → [`ClientIntercepts`].
 pub const MAP_INTERCEPT_CLIENTS: &str = "INTERCEPT_CLIENTS";
+/// Perf event array, one ring per CPU: an [`EventHeader`] followed by the
+/// first bytes of each answer sent from the kernel, for the query log.
+pub const MAP_EVENTS: &str = "EVENTS";
 
 /// Default number of buckets in each rule set when nothing else is
 /// configured: room for about a million rules at 90 % load.
@@ -98,6 +101,46 @@ pub const CONFIG_BLOCKING: u32 = 1 << 0;
 pub const CONFIG_HAS_OVERLAY: u32 = 1 << 1;
 /// [`DataplaneConfig::flags`]: the client map holds at least one client.
 pub const CONFIG_HAS_CLIENTS: u32 = 1 << 2;
+/// [`DataplaneConfig::flags`]: answers sent from the kernel are copied to
+/// [`MAP_EVENTS`] for the query log.
+pub const CONFIG_LOG_EVENTS: u32 = 1 << 3;
+
+/// [`EventHeader::kind`]: the frame that follows is an answer to a blocked
+/// query, as sent back with `XDP_TX`.
+pub const EVENT_ANSWER: u32 = 1;
+/// Bytes of an answer frame copied after the [`EventHeader`]: enough for
+/// the headers and any question the kernel answers.
+pub const EVENT_CAPTURE_LEN: u32 = 512;
+
+/// Start of every record in [`MAP_EVENTS`]. The kernel appends
+/// `captured_len` bytes of the frame, then padding to eight bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct EventHeader {
+    /// What the record holds (`EVENT_*`).
+    pub kind: u32,
+    /// Length of the whole frame.
+    pub frame_len: u32,
+    /// Bytes of the frame that follow this header (at most
+    /// [`EVENT_CAPTURE_LEN`]).
+    pub captured_len: u32,
+    /// Interface index the query arrived on (and the answer left by).
+    pub ifindex: u32,
+}
+
+impl EventHeader {
+    /// Size of the header in a record.
+    pub const LEN: usize = core::mem::size_of::<Self>();
+
+    /// Reads a header from the start of a record, host byte order.
+    pub fn parse(record: &[u8]) -> Option<Self> {
+        let field = |index: usize| -> Option<u32> {
+            let bytes = record.get(index * 4..index * 4 + 4)?;
+            Some(u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        };
+        Some(Self { kind: field(0)?, frame_len: field(1)?, captured_len: field(2)?, ifindex: field(3)? })
+    }
+}
 
 /// Settings the XDP program reads on every query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,13 +223,17 @@ pub enum Counter {
     DotRefused = 9,
     /// UDP datagrams to port 853 of another resolver dropped.
     DoqDropped = 10,
+    /// Answers sent from the kernel that could not be copied to
+    /// [`MAP_EVENTS`] (the CPU's ring was full or not opened), so they are
+    /// missing from the query log.
+    EventsLost = 11,
 }
 
 /// Number of counters in [`MAP_COUNTERS`].
 pub const COUNTER_COUNT: u32 = 16;
 
 /// Names of the counters as `dnsgate stats --json` prints them, by index.
-pub const COUNTER_NAMES: [&str; 11] = [
+pub const COUNTER_NAMES: [&str; 12] = [
     "seen",
     "blocked",
     "allowed",
@@ -198,6 +245,7 @@ pub const COUNTER_NAMES: [&str; 11] = [
     "replies_restored",
     "dot_refused",
     "doq_dropped",
+    "events_lost",
 ];
 
 /// [`InterceptConfig::flags`]: plain DNS (UDP/53) to other resolvers is

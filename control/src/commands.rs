@@ -52,6 +52,7 @@ pub fn stats(cli: &Cli) -> Result<()> {
         println!("  replies_restored  {}", dataplane.replies_restored);
         println!("  dot_refused       {}", dataplane.dot_refused);
         println!("  doq_dropped       {}", dataplane.doq_dropped);
+        println!("  events_lost       {}", dataplane.events_lost);
         if !intercepted.is_empty() {
             println!("clients that sent DNS to other resolvers (plain queries, encrypted attempts):");
             for client in &intercepted {

@@ -79,11 +79,15 @@ pub struct QueryLogSettings {
     pub capacity: usize,
     /// How client addresses are recorded.
     pub client_privacy: ClientPrivacy,
+    /// Log the queries the XDP program answers in the kernel too. They
+    /// reach user space as events through a perf buffer per CPU; turning
+    /// this off spares that copy on every blocked query.
+    pub kernel_answers: bool,
 }
 
 impl Default for QueryLogSettings {
     fn default() -> Self {
-        Self { capacity: 1000, client_privacy: ClientPrivacy::Full }
+        Self { capacity: 1000, client_privacy: ClientPrivacy::Full, kernel_answers: true }
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod controller;
 mod gate;
+mod kernel_log;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -92,6 +93,7 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
     let mut dataplane = None;
     let mut attachments: Vec<Attachment> = Vec::new();
     let mut restores: Vec<RestoreAttachment> = Vec::new();
+    let mut event_buffers = Vec::new();
     if config.dataplane.xdp && !config.dataplane.lan_interfaces.is_empty() {
         let options = LoadOptions {
             rule_buckets: config.dataplane.rule_buckets.max(policy.table().buckets.len() as u32),
@@ -105,6 +107,14 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         let overlay: Vec<_> = overlay.into_iter().collect();
         loaded.set_overlay(&overlay).context("writing the custom rules failed")?;
         loaded.set_router_addresses(&lan_addresses).context("writing the router addresses failed")?;
+        if config.querylog.kernel_answers {
+            // The query log matters less than DNS: without the buffers the
+            // daemon runs on and the kernel answers go unlogged.
+            match loaded.open_events(kernel_log::EVENT_PAGES) {
+                Ok(buffers) => event_buffers = buffers,
+                Err(error) => warn!(%error, "the queries answered in the kernel are not logged"),
+            }
+        }
         if let Err(error) = attach_all(&mut loaded, &config.dataplane.lan_interfaces, &mut attachments) {
             detach_all(&mut loaded, attachments);
             return Err(error);
@@ -132,6 +142,7 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
             .context("configuring the resolver failed")?,
     );
     let query_log = Arc::new(QueryLog::new(config.querylog.capacity, config.querylog.client_privacy));
+    let event_readers = kernel_log::spawn(event_buffers, query_log.clone());
     let latencies = Arc::new(Latencies::default());
     let handler = Arc::new(LoggedResolver::new(resolver.clone(), query_log.clone(), latencies.clone()));
     if config.resolver.upstreams.is_empty() {
@@ -201,6 +212,9 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         }
     }
     admin_task.abort();
+    for task in event_readers {
+        task.abort();
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }

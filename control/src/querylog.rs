@@ -1,10 +1,12 @@
 //! The log of recent queries behind `dnsgate log`: a bounded in-memory ring
-//! of the queries user space answered, and a broadcast channel for
+//! of the queries answered, and a broadcast channel for
 //! `dnsgate log --follow`.
 //!
-//! NOTE: queries the XDP program answers in the kernel are not in this log
-//! yet, because the program has no ring-buffer map for events. Their count
-//! is in the kernel counters (`dnsgate stats`).
+//! User space records the queries it answers as it answers them. Queries
+//! the XDP program answers arrive as events from its perf buffers
+//! (`crate::dataplane::KernelAnswer`) and are marked with
+//! [`QueryEntry::kernel`]; events the kernel could not hand over are counted
+//! in `events_lost` under `dataplane` in `dnsgate stats`.
 
 use std::{
     collections::VecDeque,
@@ -33,16 +35,20 @@ pub struct QueryEntry {
     pub name: String,
     /// The query type mnemonic (`A`, `AAAA`, `TYPE65534`).
     pub qtype: String,
-    /// The transport: `udp`, `tcp`, `tls`, `quic`, `https`, or `xdp` for
-    /// queries answered in the kernel.
+    /// The transport: `udp`, `tcp`, `tls`, `quic` or `https`.
     pub transport: String,
     /// `blocked`, `rewritten`, `allowed`, `resolved` (no rule matched) or
     /// `dropped` (no answer sent).
     pub decision: String,
     /// The response code sent, when a response was sent.
     pub rcode: Option<String>,
-    /// Time from receipt to answer, in microseconds.
+    /// Time from receipt to answer, in microseconds; 0 for queries
+    /// answered in the kernel, which are not timed.
     pub latency_us: u64,
+    /// Whether the XDP program answered the query in the kernel (then the
+    /// query never reached user space).
+    #[serde(default)]
+    pub kernel: bool,
 }
 
 /// The bounded log.
@@ -130,6 +136,7 @@ mod tests {
             decision: "resolved".to_owned(),
             rcode: Some("NOERROR".to_owned()),
             latency_us: 5,
+            kernel: false,
         }
     }
 
@@ -152,6 +159,13 @@ mod tests {
         assert_eq!(redact(v4, ClientPrivacy::Truncate).as_deref(), Some("192.0.2.0"));
         assert_eq!(redact(v6, ClientPrivacy::Truncate).as_deref(), Some("2001:db8:1::"));
         assert_eq!(redact(v4, ClientPrivacy::Omit), None);
+    }
+
+    #[test]
+    fn entries_without_the_kernel_marker_still_parse() {
+        let json = r#"{"time_ms":1,"client":null,"name":"a.","qtype":"A","transport":"udp","decision":"blocked","rcode":null,"latency_us":0}"#;
+        let parsed: QueryEntry = serde_json::from_str(json).unwrap();
+        assert!(!parsed.kernel);
     }
 
     #[test]

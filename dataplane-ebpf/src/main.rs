@@ -13,6 +13,7 @@
 
 mod answer;
 mod checksum;
+mod events;
 mod intercept;
 mod maps;
 mod packet;
@@ -48,6 +49,9 @@ pub fn dns_filter(ctx: XdpContext) -> u32 {
         maps::count(Counter::Seen);
     }
     maps::count(counter);
+    if matches!(outcome, Outcome::Answered) {
+        events::report_answer(&ctx);
+    }
     action
 }
 

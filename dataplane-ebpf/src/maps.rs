@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerfEventArray},
 };
 use dnsgate_common::{
     maps::{
-        Bucket, ClientIntercepts, Counter, DataplaneConfig, FlowKey, InterceptConfig, IpKey,
+        Bucket, ClientIntercepts, Counter, DataplaneConfig, EventHeader, FlowKey, InterceptConfig, IpKey,
         CLIENTS_CAPACITY, COUNTER_COUNT, DEFAULT_RULES_ENTRIES, INTERCEPT_CLIENTS_CAPACITY,
         INTERCEPT_EXEMPT_CAPACITY, INTERCEPT_FLOWS_CAPACITY, OVERLAY_CAPACITY,
         ROUTER_ADDRS_CAPACITY,
@@ -38,6 +38,11 @@ pub static CLIENTS: HashMap<IpKey, u32> = HashMap::with_max_entries(CLIENTS_CAPA
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+// One ring per CPU; aya sizes the map to the number of CPUs when it is
+// created with zero entries.
+#[map]
+pub static EVENTS: PerfEventArray<EventHeader> = PerfEventArray::new(0);
 
 #[map]
 pub static INTERCEPT_CONFIG: Array<InterceptConfig> = Array::with_max_entries(1, 0);

@@ -126,6 +126,7 @@ impl LoggedResolver {
             decision: decision.to_owned(),
             rcode,
             latency_us: latency.as_micros() as u64,
+            kernel: false,
         });
         response
     }

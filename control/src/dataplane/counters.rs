@@ -36,6 +36,9 @@ pub struct CounterValues {
     pub dot_refused: u64,
     /// DoQ datagrams to other resolvers dropped.
     pub doq_dropped: u64,
+    /// Answers sent from the kernel that are missing from the query log
+    /// because their event was dropped (the CPU's ring was full).
+    pub events_lost: u64,
 }
 
 impl CounterValues {
@@ -48,7 +51,7 @@ impl CounterValues {
             })?;
             Ok(values.iter().sum())
         };
-        debug_assert_eq!(COUNTER_NAMES.len(), 11);
+        debug_assert_eq!(COUNTER_NAMES.len(), 12);
         Ok(Self {
             seen: sum(Counter::Seen)?,
             blocked: sum(Counter::Blocked)?,
@@ -61,6 +64,7 @@ impl CounterValues {
             replies_restored: sum(Counter::RepliesRestored)?,
             dot_refused: sum(Counter::DotRefused)?,
             doq_dropped: sum(Counter::DoqDropped)?,
+            events_lost: sum(Counter::EventsLost)?,
         })
     }
 }

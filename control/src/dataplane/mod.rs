@@ -6,6 +6,7 @@
 
 mod attach;
 mod counters;
+mod events;
 mod intercept;
 mod loader;
 mod object;
@@ -13,6 +14,7 @@ mod rules;
 
 pub use attach::{AttachMode, Attachment, expand_interface};
 pub use counters::{CounterValues, read_pinned_counters};
+pub use events::{EventBuffer, KernelAnswer, parse_event};
 pub use intercept::{
     ClientInterceptCount, InterceptOptions, RESTORE_PROGRAM_NAME, RestoreAttachment, read_pinned_intercept_clients,
 };
@@ -91,6 +93,16 @@ pub enum DataplaneError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// A perf buffer for the query log could not be opened.
+    #[error(
+        "opening the event buffer of CPU {cpu} failed: {source}; set `querylog.kernel_answers = false` \
+         to run without logging the queries answered in the kernel"
+    )]
+    EventBuffer {
+        cpu: u32,
+        #[source]
+        source: aya::maps::perf::PerfBufferError,
     },
     /// The pinned maps of a running dataplane were not found.
     #[error("no pinned dnsgate maps under {path}; is `dnsgate run` running with this --pin-dir?")]
