@@ -370,6 +370,9 @@ fn start_upstream(demo: &mut Demo) -> Result<()> {
             .arg(dir.join("cert.pem"))
             .args(["-subj", "/CN=upstream.demo.test"])
             .args(["-addext", &format!("subjectAltName=DNS:upstream.demo.test,IP:{UPSTREAM_ADDR}")])
+            // OpenSSL 3 marks a self-signed certificate as a CA by default,
+            // and webpki rejects a CA certificate as a server's own.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .stderr(Stdio::null()),
     )?;
     let d = dir.display();
