@@ -78,7 +78,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  dnsgate --config /etc/dnsgate/dnsgate.toml check-config")]
     CheckConfig,
     /// Stop the daemon.
-    #[command(after_help = "Example:\n  dnsgate stop")]
+    #[command(after_help = "Examples:\n  dnsgate stop\n  dnsgate stop --detach")]
     Stop(StopArgs),
     /// Reload or show the block and allow lists.
     #[command(subcommand, after_help = "Examples:\n  dnsgate lists update\n  dnsgate lists show --json")]
@@ -218,10 +218,15 @@ pub struct PauseArgs {
 /// Options of `dnsgate stop`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
+    /// Also detach the XDP program and remove its pinned maps. Without it
+    /// the program stays attached and keeps answering blocked names
+    /// (fail-open) until the next `dnsgate run` adopts it.
+    #[arg(long)]
+    pub detach: bool,
     /// Return once the daemon has accepted the request, without waiting for
     /// it to exit.
     #[arg(long)]
-    pub detach: bool,
+    pub no_wait: bool,
 }
 
 /// Options of `dnsgate log`.

@@ -138,6 +138,9 @@ pub struct DataplaneSettings {
     pub sinkhole_v4: Ipv4Addr,
     /// Address for blocked AAAA queries.
     pub sinkhole_v6: Ipv6Addr,
+    /// Detach the XDP program when the daemon stops. By default it stays
+    /// attached and pinned (fail-open) for the next start to adopt.
+    pub detach_on_stop: bool,
 }
 
 impl Default for DataplaneSettings {
@@ -151,6 +154,7 @@ impl Default for DataplaneSettings {
             block_ttl: 10,
             sinkhole_v4: Ipv4Addr::UNSPECIFIED,
             sinkhole_v6: Ipv6Addr::UNSPECIFIED,
+            detach_on_stop: false,
         }
     }
 }

@@ -2,10 +2,16 @@
 //! serves DNS, and answers the other subcommands on the admin socket
 //! ([`controller`]); SIGHUP reloads the configuration, SIGINT and SIGTERM
 //! stop it.
+//!
+//! Fail-open: the XDP program, its links and maps are pinned under
+//! `--pin-dir`, so they keep filtering when the daemon exits or dies. A
+//! restarted daemon adopts them without a gap. Only `dnsgate stop --detach`
+//! or `dataplane.detach_on_stop = true` detaches the program at exit.
 
 mod controller;
 mod gate;
 mod kernel_log;
+mod lock;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -90,6 +96,8 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
     let style = config.dataplane.block_style();
 
     let lan_addresses = interface_addresses(&config.dataplane.lan_interfaces)?;
+    // One daemon per pin directory; a dead one's lock is gone with it.
+    let mut _pin_lock = None;
     let mut dataplane = None;
     let mut attachments: Vec<Attachment> = Vec::new();
     let mut restores: Vec<RestoreAttachment> = Vec::new();
@@ -101,8 +109,14 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
             pin_dir: Some(cli.pin_dir.clone()),
             object: None,
         };
+        crate::dataplane::prepare_pin_dir(&cli.pin_dir).context("preparing the pin directory failed")?;
+        _pin_lock = Some(lock::PinLock::acquire(&cli.pin_dir)?);
         let mut loaded = Dataplane::load(&options).context("loading the XDP program failed")?;
-        loaded.set_config(style.dataplane_config()).context("writing the dataplane configuration failed")?;
+        let mut dataplane_config = style.dataplane_config();
+        // Adopted maps may hold custom rules a running program reads: keep
+        // their flag until the overlay below is rewritten.
+        dataplane_config.flags |= loaded.config().flags & dnsgate_common::maps::CONFIG_HAS_OVERLAY;
+        loaded.set_config(dataplane_config).context("writing the dataplane configuration failed")?;
         loaded.publish(policy.table()).context("publishing the rule set failed")?;
         let overlay: Vec<_> = overlay.into_iter().collect();
         loaded.set_overlay(&overlay).context("writing the custom rules failed")?;
@@ -116,17 +130,36 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
             }
         }
         if let Err(error) = attach_all(&mut loaded, &config.dataplane.lan_interfaces, &mut attachments) {
-            detach_all(&mut loaded, attachments);
+            undo_attach(&mut loaded, attachments);
             return Err(error);
         }
+        loaded.remove_stale_links(&attachments);
         if let Err(error) = start_intercept(&mut loaded, &config, &lan_addresses, &mut restores) {
             stop_intercept(&mut loaded, restores);
-            detach_all(&mut loaded, attachments);
+            undo_attach(&mut loaded, attachments);
             return Err(error);
         }
+        if attachments.iter().any(|attachment| attachment.adopted) {
+            info!("took over the XDP filter left attached by a previous controller; it kept filtering meanwhile");
+        }
         dataplane = Some(loaded);
-    } else if config.dataplane.lan_interfaces.is_empty() {
-        warn!("no LAN interface configured: the XDP filter is not attached and user space judges every query");
+    } else {
+        if config.dataplane.lan_interfaces.is_empty() {
+            warn!("no LAN interface configured: the XDP filter is not attached and user space judges every query");
+        }
+        // A filter left attached by an earlier run would keep applying old
+        // rules: without XDP nothing may filter in the kernel.
+        if cli.pin_dir.is_dir() {
+            match lock::PinLock::acquire(&cli.pin_dir) {
+                Ok(lock) => {
+                    if crate::dataplane::remove_pins(&cli.pin_dir) {
+                        info!(pin_dir = %cli.pin_dir.display(), "XDP is off: detached the filter an earlier run left attached");
+                    }
+                    _pin_lock = Some(lock);
+                }
+                Err(error) => warn!(%error, "leaving the pinned XDP filter alone"),
+            }
+        }
     }
 
     let shared = Arc::new(SharedPolicy::new(policy, style));
@@ -221,9 +254,24 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
     if let Some(listeners) = controller.take_listeners() {
         listeners.shutdown().await;
     }
+    let detach = controller.detach_requested() || controller.config().dataplane.detach_on_stop;
     if let Some(mut dataplane) = controller.take_dataplane() {
-        stop_intercept(&mut dataplane, restores);
-        detach_all(&mut dataplane, attachments);
+        if detach {
+            stop_intercept(&mut dataplane, restores);
+            detach_all(&mut dataplane, attachments);
+            dataplane.unpin();
+        } else {
+            for attachment in restores {
+                dataplane.release_restore(attachment);
+            }
+            for attachment in attachments {
+                dataplane.release(attachment);
+            }
+            info!(
+                pin_dir = %cli.pin_dir.display(),
+                "the XDP filter stays attached (fail-open); `dnsgate stop --detach` removes it"
+            );
+        }
     }
     // The socket file goes last: `dnsgate stop` waits for it to vanish.
     drop(admin);
@@ -323,6 +371,28 @@ fn stop_intercept(dataplane: &mut Dataplane, restores: Vec<RestoreAttachment>) {
         let interface = attachment.interface.clone();
         if let Err(error) = dataplane.detach_restore(attachment) {
             warn!(interface, %error, "detaching the TC egress program failed");
+        }
+    }
+}
+
+/// Undoes a failed start: detaches what this run attached and leaves what
+/// it adopted from a previous controller attached, as it was. Maps this run
+/// created are unpinned when nothing uses them.
+fn undo_attach(dataplane: &mut Dataplane, attachments: Vec<Attachment>) {
+    let adopted = dataplane.adopted() || attachments.iter().any(|attachment| attachment.adopted);
+    if !adopted {
+        detach_all(dataplane, attachments);
+        dataplane.unpin();
+        return;
+    }
+    for attachment in attachments {
+        if attachment.adopted {
+            dataplane.release(attachment);
+        } else {
+            let interface = attachment.interface.clone();
+            if let Err(error) = dataplane.detach(attachment) {
+                warn!(interface, %error, "detaching failed");
+            }
         }
     }
 }

@@ -69,7 +69,12 @@ pub enum Request {
     /// Re-reads the configuration file and the lists.
     Reload,
     /// Stops the daemon.
-    Stop,
+    Stop {
+        /// Also detach the XDP program and remove its pins; without it the
+        /// program stays attached (fail-open).
+        #[serde(default)]
+        detach: bool,
+    },
     /// Reloads the lists (URL sources are downloaded again).
     ListsUpdate,
     /// Per-list reports of the rule set in force.

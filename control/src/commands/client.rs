@@ -42,7 +42,7 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
             }
         }),
         Command::CheckConfig => check_config(cli),
-        Command::Stop(args) => stop(cli, args.detach),
+        Command::Stop(args) => stop(cli, args),
         Command::Lists(ListsCommand::Update) => call_and_print(cli, &Request::ListsUpdate, |value| {
             println!("lists reloaded: {} sources, {} kernel rules", value["sources"], value["kernel_rules"]);
         }),
@@ -148,9 +148,9 @@ fn check_config(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-fn stop(cli: &Cli, detach: bool) -> Result<()> {
-    admin::call(&cli.socket, &Request::Stop)?;
-    if detach {
+fn stop(cli: &Cli, args: &crate::cli::StopArgs) -> Result<()> {
+    admin::call(&cli.socket, &Request::Stop { detach: args.detach })?;
+    if args.no_wait {
         println!("the daemon is stopping");
         return Ok(());
     }
@@ -164,9 +164,11 @@ fn stop(cli: &Cli, detach: bool) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     if cli.json {
-        println!("{}", serde_json::json!({ "stopped": true }));
+        println!("{}", serde_json::json!({ "stopped": true, "detached": args.detach }));
+    } else if args.detach {
+        println!("the daemon stopped and detached the XDP filter");
     } else {
-        println!("the daemon stopped");
+        println!("the daemon stopped; the XDP filter stays attached (fail-open), `dnsgate stop --detach` removes it");
     }
     Ok(())
 }

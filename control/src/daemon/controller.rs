@@ -11,7 +11,7 @@ use std::{
 };
 
 use dnsgate_common::{
-    maps::{CONFIG_BLOCKING, PROGRAM_NAME},
+    maps::CONFIG_BLOCKING,
     rules::{RuleValue, DEFAULT_CLIENT_GROUPS},
 };
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ use crate::{
 const RELOADABLE_KEYS: [&str; 2] = ["lists", "budget"];
 
 /// Keys of `[dataplane]` a reload applies.
-const RELOADABLE_DATAPLANE_KEYS: [&str; 4] = ["block_mode", "block_ttl", "sinkhole_v4", "sinkhole_v6"];
+const RELOADABLE_DATAPLANE_KEYS: [&str; 5] = ["block_mode", "block_ttl", "sinkhole_v4", "sinkhole_v6", "detach_on_stop"];
 
 /// The origin of the daemon's configuration, so a reload reads it the same
 /// way as the start did.
@@ -89,6 +89,7 @@ pub struct Controller {
     pause: Mutex<PauseState>,
     started: Instant,
     stop: Notify,
+    detach: std::sync::atomic::AtomicBool,
     socket: PathBuf,
     metrics_address: Mutex<Option<SocketAddr>>,
 }
@@ -142,6 +143,7 @@ impl Controller {
             pause: Mutex::new(PauseState::default()),
             started: Instant::now(),
             stop: Notify::new(),
+            detach: std::sync::atomic::AtomicBool::new(false),
             socket: parts.socket,
             metrics_address: Mutex::new(None),
         }
@@ -165,6 +167,16 @@ impl Controller {
     /// Resolves when a `stop` request arrives.
     pub async fn stopped(&self) {
         self.stop.notified().await;
+    }
+
+    /// A stop request asked to detach the XDP program.
+    pub fn detach_requested(&self) -> bool {
+        self.detach.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        lock(&self.config).clone()
     }
 
     /// Hands the loaded program back for detaching at shutdown.
@@ -359,7 +371,7 @@ impl Controller {
             let dataplane = lock(&self.dataplane);
             match dataplane.as_ref() {
                 Some(dataplane) => {
-                    let program_id = dataplane.program(PROGRAM_NAME).ok().and_then(|program| program.info().ok()).map(|info| info.id());
+                    let program_id = dataplane.program_id();
                     json!({
                         "loaded": true,
                         "attached": !self.attachments.is_empty(),
@@ -483,8 +495,11 @@ impl Controller {
             }
             Request::ListsShow => Response::ok(self.lists_show()),
             Request::Log { limit, .. } => Response::ok(json!(self.query_log.recent(limit))),
-            Request::Stop => {
-                info!("stop requested over the admin socket");
+            Request::Stop { detach } => {
+                info!(detach, "stop requested over the admin socket");
+                if detach {
+                    self.detach.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 self.stop.notify_one();
                 Response::ok(json!({ "stopping": true }))
             }

@@ -79,7 +79,7 @@ impl Dataplane {
 
 /// Reads the counters a running daemon pinned under `pin_dir`.
 pub fn read_pinned_counters(pin_dir: &Path) -> Result<CounterValues, DataplaneError> {
-    let data = open_pinned(&pin_dir.join(MAP_COUNTERS))?;
+    let data = open_pinned(&super::layout_dir(pin_dir).join(MAP_COUNTERS))?;
     let array = PerCpuArray::<_, u64>::try_from(Map::PerCpuArray(data)).map_err(|source| DataplaneError::Map {
         name: MAP_COUNTERS,
         operation: "opening",

@@ -72,14 +72,17 @@ impl Dataplane {
     /// Writes the interception settings and replaces the exemptions.
     pub fn set_intercept(&mut self, options: &InterceptOptions) -> Result<(), DataplaneError> {
         let mut exempt: LpmTrie<_, IpKey, u32> = self.map_mut(MAP_INTERCEPT_EXEMPT)?;
+        // Only what changed is touched, so a program adopted from an earlier
+        // controller never sees a still-exempt client unexempted.
+        let wanted: Vec<Key<IpKey>> =
+            options.exempt.iter().map(|&(network, prefix_len)| exempt_key(network, prefix_len)).collect::<Result<_, _>>()?;
+        let same = |a: &Key<IpKey>, b: &Key<IpKey>| a.prefix_len() == b.prefix_len() && a.data() == b.data();
         let present: Vec<Key<IpKey>> = exempt.keys().filter_map(Result::ok).collect();
-        for key in &present {
+        for key in present.iter().filter(|key| !wanted.iter().any(|wanted| same(key, wanted))) {
             exempt.remove(key).map_err(|source| map_error(MAP_INTERCEPT_EXEMPT, "removing an exemption", source))?;
         }
-        for &(network, prefix_len) in &options.exempt {
-            exempt
-                .insert(&exempt_key(network, prefix_len)?, 0, 0)
-                .map_err(|source| map_error(MAP_INTERCEPT_EXEMPT, "adding an exemption", source))?;
+        for key in &wanted {
+            exempt.insert(key, 0, 0).map_err(|source| map_error(MAP_INTERCEPT_EXEMPT, "adding an exemption", source))?;
         }
 
         let mut flags = 0;
@@ -140,6 +143,22 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Lets go of the egress program on one interface and leaves it
+    /// attached (fail-open), like the XDP links. The next controller
+    /// replaces it by name.
+    pub fn release_restore(&mut self, attachment: RestoreAttachment) {
+        match self.restore_program_mut().and_then(|program| {
+            program
+                .take_link(attachment.link)
+                .map_err(|source| DataplaneError::AttachRestore { interface: attachment.interface.clone(), source })
+        }) {
+            // A netlink filter is not tied to a file descriptor: not running
+            // the link's drop, which would delete the filter, leaves it in place.
+            Ok(link) => std::mem::forget(link),
+            Err(error) => warn!(interface = attachment.interface, %error, "keeping the TC egress program attached failed"),
+        }
+    }
+
     /// Number of redirected queries whose reply has not left yet (or whose
     /// entry has not been evicted yet).
     pub fn intercept_flow_count(&self) -> Result<usize, DataplaneError> {
@@ -175,7 +194,7 @@ impl Dataplane {
 
 /// Reads the per-client counts a running daemon pinned under `pin_dir`.
 pub fn read_pinned_intercept_clients(pin_dir: &Path) -> Result<Vec<ClientInterceptCount>, DataplaneError> {
-    let data = open_pinned(&pin_dir.join(MAP_INTERCEPT_CLIENTS))?;
+    let data = open_pinned(&super::layout_dir(pin_dir).join(MAP_INTERCEPT_CLIENTS))?;
     let map: HashMap<_, IpKey, ClientIntercepts> = HashMap::try_from(Map::LruHashMap(data))
         .map_err(|source| map_error(MAP_INTERCEPT_CLIENTS, "opening", source))?;
     Ok(collect_clients(&map))

@@ -8,8 +8,9 @@ use aya::{
     programs::Xdp,
 };
 use dnsgate_common::maps::{
-    DataplaneConfig, IpKey, MAP_ACTIVE_SET, MAP_CONFIG, MAP_COUNTERS, MAP_INTERCEPT_CLIENTS, MAP_ROUTER_ADDRS,
-    MAP_RULES, PROGRAM_NAME,
+    DataplaneConfig, IpKey, LAYOUT_VERSION, MAP_ACTIVE_SET, MAP_CLIENTS, MAP_CONFIG, MAP_COUNTERS,
+    MAP_INTERCEPT_CLIENTS, MAP_INTERCEPT_CONFIG, MAP_INTERCEPT_EXEMPT, MAP_INTERCEPT_FLOWS, MAP_OVERLAY,
+    MAP_ROUTER_ADDRS, MAP_RULES, PROGRAM_NAME,
 };
 use tracing::{debug, info, warn};
 
@@ -20,6 +21,33 @@ pub const PASS_PROGRAM_NAME: &str = "xdp_pass";
 
 use super::{DataplaneError, object_bytes};
 
+/// Every map of the object. With a pin directory all of them are pinned,
+/// so a program left attached by a controller that died keeps reading the
+/// same maps the next controller writes. `LABELS` is the per-CPU scratch
+/// space of the parser.
+const PINNED_MAPS: [&str; 12] = [
+    MAP_CONFIG,
+    MAP_ACTIVE_SET,
+    MAP_RULES,
+    MAP_OVERLAY,
+    MAP_ROUTER_ADDRS,
+    MAP_CLIENTS,
+    MAP_COUNTERS,
+    MAP_INTERCEPT_CONFIG,
+    MAP_INTERCEPT_EXEMPT,
+    MAP_INTERCEPT_FLOWS,
+    MAP_INTERCEPT_CLIENTS,
+    "LABELS",
+];
+
+/// The directory under `pin_dir` that holds the objects of this map layout:
+/// `v<LAYOUT_VERSION>`. A controller with another layout finds its own
+/// directory empty and replaces what the other directories hold instead of
+/// reading maps it does not understand.
+pub fn layout_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(format!("v{LAYOUT_VERSION}"))
+}
+
 /// How to load the program.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -28,8 +56,9 @@ pub struct LoadOptions {
     /// Load without the kernel's BTF, as on kernels built without it
     /// (OpenWrt ships none).
     pub ignore_kernel_btf: bool,
-    /// Directory in bpffs where the counters are pinned for `dnsgate stats`;
-    /// `None` pins nothing.
+    /// Directory in bpffs where the maps and attachments are pinned (in its
+    /// [`layout_dir`]), so they outlive the controller; maps already pinned
+    /// there are adopted. `None` pins nothing.
     pub pin_dir: Option<PathBuf>,
     /// An object to load instead of the embedded one (tests only).
     pub object: Option<&'static [u8]>,
@@ -52,7 +81,13 @@ pub struct Dataplane {
     pub(super) rule_buckets: u32,
     pub(super) config: DataplaneConfig,
     pub(super) active_set: u32,
-    pinned: Vec<PathBuf>,
+    /// The layout directory the maps and links are pinned in.
+    pub(super) pin: Option<PathBuf>,
+    /// The maps were adopted from an earlier controller instead of created.
+    adopted: bool,
+    /// The id of the program an adopted link kept running, when it is not
+    /// the one loaded here.
+    pub(super) running: Option<u32>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -70,11 +105,37 @@ impl Dataplane {
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
         let kernel_btf = if options.ignore_kernel_btf { None } else { Btf::from_sys_fs().ok() };
-        let buckets = options.rule_buckets.max(1);
+        let mut buckets = options.rule_buckets.max(1);
+        let pin = match &options.pin_dir {
+            Some(pin_dir) => Some(prepare_layout_dir(pin_dir)?),
+            None => None,
+        };
+        let adopted = match &pin {
+            Some(dir) => match adoptable_buckets(dir, buckets) {
+                Ok(Some(pinned)) => {
+                    buckets = pinned;
+                    true
+                }
+                Ok(None) => false,
+                Err(reason) => {
+                    warn!(dir = %dir.display(), reason, "the pinned maps cannot be adopted; replacing them");
+                    unpin_maps(dir);
+                    false
+                }
+            },
+            None => false,
+        };
         let mut loader = EbpfLoader::new();
         loader
             .btf(kernel_btf.as_ref())
             .map_max_entries(MAP_RULES, 2 * buckets);
+        let map_paths: Vec<(&str, PathBuf)> = match &pin {
+            Some(dir) => PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
         let object = options.object.unwrap_or_else(object_bytes);
         let mut ebpf = loader.load(object).map_err(|source| DataplaneError::Load { source })?;
 
@@ -100,14 +161,66 @@ impl Dataplane {
             rule_buckets: buckets,
             config: DataplaneConfig::DEFAULT,
             active_set: 0,
-            pinned: Vec::new(),
+            pin,
+            adopted,
+            running: None,
         };
-        dataplane.write_config(DataplaneConfig { set_buckets: buckets, ..DataplaneConfig::DEFAULT })?;
-        dataplane.write_active_set(0)?;
-        if let Some(dir) = &options.pin_dir {
-            dataplane.pin_counters(dir)?;
+        if adopted {
+            // A program attached by the previous controller reads these maps
+            // right now: take over what it sees instead of resetting it.
+            dataplane.read_state()?;
+            info!(
+                buckets,
+                active_set = dataplane.active_set,
+                "adopted the maps pinned by a previous controller"
+            );
+        } else {
+            dataplane.write_config(DataplaneConfig { set_buckets: buckets, ..DataplaneConfig::DEFAULT })?;
+            dataplane.write_active_set(0)?;
         }
         Ok(dataplane)
+    }
+
+    /// The maps were adopted from a previous controller.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// The id of the filter program the interfaces run: the adopted one
+    /// when a link kept the previous controller's program, otherwise the
+    /// one loaded here.
+    pub fn program_id(&self) -> Option<u32> {
+        self.running.or_else(|| self.program(PROGRAM_NAME).ok()?.info().ok().map(|info| info.id()))
+    }
+
+    /// The layout directory the objects are pinned in, if any.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin.as_deref()
+    }
+
+    fn read_state(&mut self) -> Result<(), DataplaneError> {
+        let config: Array<_, DataplaneConfig> = self.map(MAP_CONFIG)?;
+        let config = config.get(&0, 0).map_err(|source| map_error(MAP_CONFIG, "reading the configuration", source))?;
+        let active: Array<_, u32> = self.map(MAP_ACTIVE_SET)?;
+        let active = active.get(&0, 0).map_err(|source| map_error(MAP_ACTIVE_SET, "reading the active set", source))?;
+        self.config = DataplaneConfig { set_buckets: self.rule_buckets, ..config };
+        self.active_set = active & 1;
+        Ok(())
+    }
+
+    /// Removes the pinned maps and the layout directory, after the
+    /// attachments are gone: used by `dnsgate stop --detach`.
+    pub fn unpin(&mut self) {
+        if let Some(dir) = self.pin.take() {
+            unpin_maps(&dir);
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => info!(dir = %dir.display(), "pinned maps removed"),
+                Err(error) => warn!(dir = %dir.display(), %error, "removing the pin directory failed; remove it by hand"),
+            }
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
     }
 
     /// A loaded program ([`PROGRAM_NAME`] or [`PASS_PROGRAM_NAME`]), for
@@ -187,32 +300,6 @@ impl Dataplane {
         let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap { name })?;
         T::try_from(map).map_err(|source| map_error(name, "opening", source))
     }
-
-    fn pin_counters(&mut self, dir: &Path) -> Result<(), DataplaneError> {
-        mount_bpffs_if_missing(dir);
-        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::System { action: "creating the pin directory (is bpffs mounted on /sys/fs/bpf?)", path: dir.to_owned(), source })?;
-        for name in [MAP_COUNTERS, MAP_INTERCEPT_CLIENTS] {
-            let path = dir.join(name);
-            // A stale pin from a run that did not exit cleanly would make pinning fail.
-            let _ = std::fs::remove_file(&path);
-            let map = self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap { name })?;
-            map.pin(&path).map_err(|source| DataplaneError::Map {
-                name,
-                operation: "pinning",
-                source: aya::maps::MapError::PinError { name: Some(name.into()), error: source },
-            })?;
-            self.pinned.push(path);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Dataplane {
-    fn drop(&mut self) {
-        for path in &self.pinned {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 /// The map key of an address.
@@ -225,6 +312,78 @@ pub fn ip_key(address: std::net::IpAddr) -> IpKey {
 
 pub(super) fn map_error(name: &'static str, operation: &'static str, source: aya::maps::MapError) -> DataplaneError {
     DataplaneError::Map { name, operation, source }
+}
+
+/// Creates the pin directory and its layout directory, mounting bpffs
+/// first when needed, and returns the layout directory.
+pub fn prepare_layout_dir(pin_dir: &Path) -> Result<PathBuf, DataplaneError> {
+    mount_bpffs_if_missing(pin_dir);
+    let dir = layout_dir(pin_dir);
+    std::fs::create_dir_all(&dir).map_err(|source| DataplaneError::System {
+        action: "creating the pin directory (is bpffs mounted on /sys/fs/bpf?)",
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// Checks the maps pinned in `dir` by an earlier controller. `Ok(None)`:
+/// nothing is pinned. `Ok(Some(buckets))`: every map is there, the
+/// configuration carries this build's layout version and the rule maps
+/// hold at least `wanted` buckets per set (they may hold more). `Err`: the
+/// pins cannot be used, for the reason given.
+fn adoptable_buckets(dir: &Path, wanted: u32) -> Result<Option<u32>, String> {
+    let present: Vec<&str> = PINNED_MAPS.iter().copied().filter(|name| dir.join(name).exists()).collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    if present.len() != PINNED_MAPS.len() {
+        return Err(format!("only {} of {} maps are pinned", present.len(), PINNED_MAPS.len()));
+    }
+    let config = MapData::from_pin(dir.join(MAP_CONFIG)).map_err(|error| format!("opening CONFIG: {error}"))?;
+    let config: Array<_, DataplaneConfig> =
+        Array::try_from(aya::maps::Map::Array(config)).map_err(|error| format!("CONFIG has another layout: {error}"))?;
+    let config = config.get(&0, 0).map_err(|error| format!("reading CONFIG: {error}"))?;
+    if config.layout_version != LAYOUT_VERSION {
+        return Err(format!("layout version {} instead of {LAYOUT_VERSION}", config.layout_version));
+    }
+    let rules = MapData::from_pin(dir.join(MAP_RULES)).map_err(|error| format!("opening RULES: {error}"))?;
+    let entries = rules.info().map_err(|error| format!("reading RULES: {error}"))?.max_entries();
+    let pinned = entries / 2;
+    if pinned < wanted {
+        return Err(format!("the rule maps hold {pinned} buckets per set but {wanted} are needed"));
+    }
+    Ok(Some(pinned))
+}
+
+/// Removes every object pinned under `pin_dir` by any map layout, which
+/// detaches the programs the pinned links hold. Returns whether anything
+/// was there.
+pub fn remove_pins(pin_dir: &Path) -> bool {
+    let mut found = false;
+    let Ok(entries) = std::fs::read_dir(pin_dir) else { return false };
+    for entry in entries.filter_map(Result::ok) {
+        let dir = entry.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        if let Ok(files) = std::fs::read_dir(&dir) {
+            for file in files.filter_map(Result::ok) {
+                found = true;
+                let _ = std::fs::remove_file(file.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    found
+}
+
+/// Removes the map pins in `dir`. A program still attached keeps its maps
+/// alive until it is replaced.
+fn unpin_maps(dir: &Path) {
+    for name in PINNED_MAPS {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
 }
 
 /// Opens a pinned map.

@@ -18,7 +18,7 @@ pub use events::{EventBuffer, KernelAnswer, parse_event};
 pub use intercept::{
     ClientInterceptCount, InterceptOptions, RESTORE_PROGRAM_NAME, RestoreAttachment, read_pinned_intercept_clients,
 };
-pub use loader::{Dataplane, LoadOptions, PASS_PROGRAM_NAME, ip_key};
+pub use loader::{Dataplane, LoadOptions, PASS_PROGRAM_NAME, ip_key, layout_dir, prepare_layout_dir as prepare_pin_dir, remove_pins};
 pub use dnsgate_common::maps::PROGRAM_NAME;
 pub use object::object_bytes;
 
@@ -59,10 +59,17 @@ pub enum DataplaneError {
     UnknownInterface { name: String },
     /// Another XDP program is attached to the interface.
     #[error(
-        "interface {interface} already has an XDP program attached; dnsgate does not replace it \
-         (inspect it with `ip link show {interface}`, detach it with `ip link set {interface} xdp off`)"
+        "interface {interface} already has an XDP program attached{by}; dnsgate does not replace it: {what}",
+        by = holder.map(|pid| format!(" by PID {pid}")).unwrap_or_default(),
+        what = match holder {
+            Some(_) => "stop that process (another dnsgate: `dnsgate stop` with its --socket) or leave this interface out".to_owned(),
+            None => format!(
+                "inspect it with `ip link show {interface}`, detach it with `ip link set {interface} xdp off` \
+                 or by removing its pin in bpffs"
+            ),
+        }
     )]
-    InterfaceBusy { interface: String },
+    InterfaceBusy { interface: String, holder: Option<u32> },
     /// Attaching failed for another reason.
     #[error("attaching the XDP program to {interface} failed: {source}")]
     Attach {
@@ -86,6 +93,16 @@ pub enum DataplaneError {
     /// The rule table does not fit the map sized at load time.
     #[error("the rule table needs {needed} buckets but the rule maps hold {capacity}; raise `dataplane.rule_capacity` and restart")]
     TableTooLarge { needed: usize, capacity: u32 },
+    /// Pinning an XDP link failed.
+    #[error("pinning the XDP link of {interface} failed: {source}; check that the pin directory is on bpffs")]
+    PinLink {
+        interface: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// A link left by an earlier controller could not be taken over.
+    #[error("taking over the XDP attachment of {interface} failed: {reason}")]
+    AdoptLink { interface: String, reason: String },
     /// A file system operation failed.
     #[error("{action} {path} failed: {source}")]
     System {
