@@ -6,7 +6,7 @@ use crate::rules::BUCKET_SLOTS;
 
 /// Layout version of every map below. User space refuses to reuse pinned
 /// maps that carry another version and replaces them instead.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "dns_filter";

@@ -8,7 +8,7 @@ use aya::{
     programs::Xdp,
 };
 use dnsgate_common::maps::{
-    DataplaneConfig, IpKey, LAYOUT_VERSION, MAP_ACTIVE_SET, MAP_CLIENTS, MAP_CONFIG, MAP_COUNTERS,
+    DataplaneConfig, IpKey, LAYOUT_VERSION, MAP_ACTIVE_SET, MAP_CLIENTS, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS,
     MAP_INTERCEPT_CLIENTS, MAP_INTERCEPT_CONFIG, MAP_INTERCEPT_EXEMPT, MAP_INTERCEPT_FLOWS, MAP_OVERLAY,
     MAP_ROUTER_ADDRS, MAP_RULES, PROGRAM_NAME,
 };
@@ -25,7 +25,7 @@ use super::{DataplaneError, object_bytes};
 /// so a program left attached by a controller that died keeps reading the
 /// same maps the next controller writes. `LABELS` is the per-CPU scratch
 /// space of the parser.
-const PINNED_MAPS: [&str; 12] = [
+const PINNED_MAPS: [&str; 13] = [
     MAP_CONFIG,
     MAP_ACTIVE_SET,
     MAP_RULES,
@@ -37,6 +37,7 @@ const PINNED_MAPS: [&str; 12] = [
     MAP_INTERCEPT_EXEMPT,
     MAP_INTERCEPT_FLOWS,
     MAP_INTERCEPT_CLIENTS,
+    MAP_EVENTS,
     "LABELS",
 ];
 
