@@ -3,6 +3,7 @@
 //! that picks among them and fails over.
 
 mod bootstrap;
+mod clock;
 mod https;
 mod pool;
 mod quic;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use clock::{ClockAwareVerifier, build_time};
 pub use pool::{Outcome, UpstreamPool, UpstreamStats};
 pub use spec::{DEFAULT_DOH_PATH, Host, Protocol, UpstreamSpec, UpstreamSpecError};
 
@@ -71,6 +73,17 @@ pub enum UpstreamConfigError {
         /// The rustls error.
         #[source]
         source: rustls::Error,
+    },
+    /// rustls could not build the certificate verifier from the roots.
+    #[error(
+        "failed to set up certificate checks for upstream {upstream}: {source}; check its CA file"
+    )]
+    Verifier {
+        /// The upstream's URL.
+        upstream: String,
+        /// The rustls error.
+        #[source]
+        source: rustls::client::VerifierBuilderError,
     },
     /// The TLS configuration cannot be used for QUIC.
     #[error("failed to set up QUIC for upstream {upstream}: {reason}")]

@@ -1,15 +1,19 @@
 //! rustls client settings for encrypted upstreams. They use the `ring`
 //! provider and TLS 1.3, or 1.2 as well except for QUIC, which requires 1.3
 //! (RFC 9001 §4.2). They offer the protocol's ALPN token and trust either
-//! the built-in Mozilla roots or the upstream's own CA file.
+//! the built-in Mozilla roots or the upstream's own CA file. Certificate
+//! validity periods are not enforced while the clock is not yet set; see
+//! [`super::clock`].
 
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 use super::UpstreamConfigError;
+use super::clock::ClockAwareVerifier;
 use crate::resolver::config::UpstreamConfig;
 
 /// ALPN token of DNS over TLS, as registered with IANA.
@@ -78,7 +82,7 @@ impl TlsSettings {
         };
 
         let provider = Arc::new(ring_provider());
-        let builder = ClientConfig::builder_with_provider(provider);
+        let builder = ClientConfig::builder_with_provider(provider.clone());
         let builder = if tls13_only {
             builder.with_protocol_versions(&[&rustls::version::TLS13])
         } else {
@@ -88,7 +92,18 @@ impl TlsSettings {
             upstream: label.clone(),
             source,
         })?;
-        let mut config = builder.with_root_certificates(roots).with_no_client_auth();
+        // Names and chains are always checked; validity periods only once
+        // the clock is set (see `clock`).
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|source| UpstreamConfigError::Verifier {
+                upstream: label.clone(),
+                source,
+            })?;
+        let mut config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ClockAwareVerifier::new(webpki)))
+            .with_no_client_auth();
         config.alpn_protocols = vec![alpn.to_vec()];
 
         let name = match &upstream.tls_name {
