@@ -166,14 +166,24 @@ fn first_blocked_name(list: &Path) -> Result<String> {
 }
 
 fn kdig(namespace: &str, args: &[&str]) -> String {
-    output(
-        Command::new("ip")
-            .args(["netns", "exec", namespace, "kdig", &format!("@{ROUTER_ADDR}"), "+timeout=2", "+retry=0", "+short"])
-            .args(args),
-    )
-    .unwrap_or_default()
-    .trim()
-    .to_owned()
+    let result = Command::new("ip")
+        .args(["netns", "exec", namespace, "kdig", &format!("@{ROUTER_ADDR}"), "+timeout=2", "+retry=0", "+short"])
+        .args(args)
+        .output();
+    let Ok(result) = result else {
+        return String::new();
+    };
+    let answer = String::from_utf8_lossy(&result.stdout).trim().to_owned();
+    // An empty answer fails the step; kdig's own messages say why.
+    if answer.is_empty() {
+        for line in String::from_utf8_lossy(&result.stderr).lines().take(6) {
+            println!("      kdig: {line}");
+        }
+        if !result.status.success() {
+            println!("      kdig exited with {}", result.status);
+        }
+    }
+    answer
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -329,7 +339,10 @@ fn run_steps(demo: &mut Demo, blocklist: &Path, blocked_name: &str, keep: bool) 
     let ca = std::fs::canonicalize(Path::new(STATE_DIR).join("state/tls/cert.pem"))?;
     let ca_arg = format!("+tls-ca={}", ca.display());
     for (label, transport) in [("DoT", "+tls"), ("DoQ", "+quic"), ("DoH", "+https")] {
-        let answer = kdig(CLIENT_NS, &[transport, &ca_arg, ALLOWED_NAME, "A"]);
+        // A later +timeout overrides kdig's default: a TLS or QUIC handshake
+        // on a loaded two-core machine can take longer than two seconds.
+        // +tls-ca goes first: kdig 3.2.6 crashes on `+quic +tls-ca=FILE`.
+        let answer = kdig(CLIENT_NS, &[&ca_arg, transport, "+timeout=5", ALLOWED_NAME, "A"]);
         println!("   kdig {transport} @{ROUTER_ADDR} {ALLOWED_NAME}  ->  {answer:?}");
         demo.expect(&format!("{label} answers with the upstream's address"), answer == ALLOWED_ADDR, &answer);
     }
@@ -430,10 +443,13 @@ remote-control:
     }
 }
 
-/// The router's configuration: the LAN port, the list, and the upstream
-/// over DoT with the demo CA.
+/// The router's configuration: the LAN port, the list, a one-line list
+/// with the cloaking target (so the CNAME step works with any list), and
+/// the upstream over DoT with the demo CA.
 fn write_router_config(blocklist: &Path) -> Result<PathBuf> {
     let dir = std::fs::canonicalize(STATE_DIR)?;
+    let cloak_list = dir.join("cloak-target.txt");
+    std::fs::write(&cloak_list, format!("{CLOAK_TARGET}\n"))?;
     let text = format!(
         r#"state_dir = "{state}"
 
@@ -443,6 +459,9 @@ lan_interfaces = ["{ROUTER_IF}"]
 [[lists]]
 location = "{list}"
 
+[[lists]]
+location = "{cloak_list}"
+
 [[resolver.upstreams]]
 url = "tls://{UPSTREAM_ADDR}:853"
 tls_name = "upstream.demo.test"
@@ -450,6 +469,7 @@ ca_file = "{ca}"
 "#,
         state = dir.join("state").display(),
         list = blocklist.display(),
+        cloak_list = cloak_list.display(),
         ca = dir.join("upstream/cert.pem").display(),
     );
     let path = dir.join("dnsgate.toml");
