@@ -214,6 +214,70 @@ async fn doh_get_and_post_rfc8484_section_4_1() {
     server.listeners.shutdown().await;
 }
 
+/// Opens 200 streams at once on one connection, as a load generator does.
+/// Every GET and every POST must get its own response. The client queues
+/// the streams beyond the server's SETTINGS_MAX_CONCURRENT_STREAMS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doh_many_streams_one_connection() {
+    const REQUESTS: u16 = 200;
+    let server = TestServer::start().await;
+    let mut client = h2_client(&server).await;
+
+    // The h2 client sets no stream limit of its own until the server's
+    // SETTINGS arrive, and the server refuses streams beyond its limit
+    // (REFUSED_STREAM, RFC 9113 section 5.1.2). The first response comes
+    // after those SETTINGS, so the burst below sees the limit.
+    let first = query("first.example.test.", 0x0101, None);
+    let content_type = Some("application/dns-message");
+    let reply = request(
+        &mut client,
+        Method::POST,
+        "/dns-query",
+        content_type,
+        Some(first),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let mut requests = tokio::task::JoinSet::new();
+    for index in 0..REQUESTS {
+        let mut client = client.clone();
+        requests.spawn(async move {
+            let name = format!("many{index}.example.test.");
+            let reply = if index % 2 == 0 {
+                let encoded =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(query(&name, 0, None));
+                let path = format!("/dns-query?dns={encoded}");
+                request(&mut client, Method::GET, &path, None, None).await
+            } else {
+                let body = query(&name, index, None);
+                let content_type = Some("application/dns-message");
+                request(
+                    &mut client,
+                    Method::POST,
+                    "/dns-query",
+                    content_type,
+                    Some(body),
+                )
+                .await
+            };
+            (index, name, reply)
+        });
+    }
+    let mut answered = 0;
+    while let Some(joined) = requests.join_next().await {
+        let (index, name, reply) = joined.expect("request task panicked");
+        assert_eq!(reply.status, StatusCode::OK, "request {index} for {name}");
+        let id = if index % 2 == 0 { 0 } else { index };
+        assert_answer(&parse(&reply.body), &name, id);
+        answered += 1;
+    }
+    assert_eq!(answered, REQUESTS);
+    let stats = server.listeners.stats().https;
+    assert_eq!(stats.responses, u64::from(REQUESTS) + 1);
+    server.listeners.shutdown().await;
+}
+
 /// One malformed DoH request and the status it must get.
 struct BadRequest {
     label: &'static str,

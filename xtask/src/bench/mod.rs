@@ -2,8 +2,8 @@
 //! users would pick instead, on this machine, in one run.
 //!
 //! A client namespace and a router namespace are joined by a veth pair.
-//! dnsperf in the client namespace offers the same load to each server in
-//! turn; every server runs alone in the router namespace with the same
+//! dnsperf (h2load for DoH) in the client namespace offers the same load
+//! to each server in turn; every server runs alone in the router namespace with the same
 //! block list and the same upstream (dnsmasq on the router's loopback,
 //! answering from local data). The XDP program is also timed per packet
 //! with `BPF_PROG_TEST_RUN`. The figures go to `benchmarks.json` and the
@@ -112,6 +112,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
     ("kdig", "knot-dnsutils"),
     ("dnsperf", "dnsperf"),
+    // DoH load: dnsperf's DoH client loses responses that share a read.
+    ("h2load", "nghttp2-client"),
     ("dnsmasq", "dnsmasq-base"),
     ("unbound", "unbound"),
     ("openssl", "openssl"),
@@ -442,13 +444,14 @@ fn versions(setup: &Setup) -> Value {
         "hickory-dns": hickory,
         "dnsperf": first_line(Command::new("dnsperf").arg("-h"))
             .split_whitespace().last().map(str::to_owned).unwrap_or_default(),
+        "h2load": first_line(Command::new("h2load").arg("--version")),
         "rustc": first_line(Command::new("rustc").arg("--version")),
     })
 }
 
 fn conditions(plan: &Plan) -> Value {
     json!({
-        "generator": "dnsperf in the client namespace over a veth pair",
+        "generator": "dnsperf (UDP, DoT) and h2load (DoH, GET) in the client namespace over a veth pair",
         "cores": format!(
             "server under test on core {}, load generator and upstream dnsmasq on core {} (taskset)",
             peers::SERVER_CORE, peers::CLIENT_CORE

@@ -92,7 +92,9 @@ impl Default for Limits {
             max_connections: 256,
             max_connections_per_client: 16,
             max_in_flight_per_connection: 32,
-            max_streams_per_connection: 64,
+            // RFC 9113 §6.5.2 recommends at least 100; HTTP/2 clients assume
+            // 100 until the server's SETTINGS arrive.
+            max_streams_per_connection: 100,
             max_query_size: 4096,
             tcp_idle_timeout_ms: 10_000,
             encrypted_idle_timeout_ms: 30_000,
