@@ -190,7 +190,17 @@ pub fn run(args: Args) -> Result<()> {
     results.insert("compile".into(), compile);
 
     let (unstripped, stripped) = xdp::binary_sizes(&setup.dnsgate, &work)?;
-    results.insert("binary".into(), json!({ "bytes": unstripped, "stripped_bytes": stripped }));
+    let mut binary = json!({ "bytes": unstripped, "stripped_bytes": stripped });
+    if !plan.quick {
+        // The static musl builds that go into the OpenWrt packages; two
+        // release builds with LTO, so only the full run makes them.
+        println!("== building the static OpenWrt binaries (x86_64, aarch64)");
+        let sizes = crate::package::static_binary_sizes(&["x86_64", "aarch64"])?;
+        binary["openwrt"] = Value::Array(
+            sizes.into_iter().map(|(arch, bytes)| json!({ "arch": arch, "stripped_bytes": bytes })).collect(),
+        );
+    }
+    results.insert("binary".into(), binary);
 
     let real = lists::real_names()?;
     let topology = Topology::create()?;

@@ -263,6 +263,15 @@ pub fn markdown(results: &Value) -> String {
         cell(&binary["bytes"]),
         cell(&binary["stripped_bytes"])
     );
+    if let Some(openwrt) = binary["openwrt"].as_array() {
+        out.push_str("Static musl builds in the OpenWrt packages (stripped; the aim is under 6 MiB):\n\n");
+        out.push_str("| architecture | bytes | MiB |\n| --- | ---: | ---: |\n");
+        for row in openwrt {
+            let bytes = row["stripped_bytes"].as_u64().unwrap_or(0);
+            let _ = writeln!(out, "| {} | {bytes} | {:.2} |", cell(&row["arch"]), bytes as f64 / (1024.0 * 1024.0));
+        }
+        out.push('\n');
+    }
 
     out.push_str("## Not compared\n\n");
     let mut any = false;

@@ -100,6 +100,21 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Builds the static binary that goes into the OpenWrt package for each
+/// architecture and returns `(package architecture, size in bytes)`; the
+/// benchmark reports these sizes.
+pub fn static_binary_sizes(arches: &[&str]) -> Result<Vec<(String, u64)>> {
+    let root = workspace_root();
+    let mut sizes = Vec::new();
+    for arch in arches {
+        let target = Target::from_package_arch(arch)?;
+        let binary = build::build_binary(&root, &target)?;
+        let size = std::fs::metadata(&binary).with_context(|| format!("failed to read {}", binary.display()))?.len();
+        sizes.push((target.package_arch.clone(), size));
+    }
+    Ok(sizes)
+}
+
 fn print_report(built: &[Built]) {
     println!("\nOpenWrt packages (stripped static binary size per architecture):");
     for item in built {
