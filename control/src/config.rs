@@ -263,15 +263,27 @@ pub struct InterceptSettings {
     pub drop_doq: bool,
     /// Clients and subnets left alone, as `ADDRESS` or `ADDRESS/PREFIX`.
     pub exempt: Vec<String>,
+    /// Lists of DoH resolver names, as file paths or `http://` /
+    /// `https://` URLs in any list format (detected as for `[[lists]]`).
+    /// Each name and its subdomains are answered NXDOMAIN by user space.
+    pub doh_resolver_lists: Vec<String>,
 }
 
 impl Default for InterceptSettings {
     fn default() -> Self {
-        Self { enabled: true, refuse_dot: true, drop_doq: true, exempt: Vec::new() }
+        Self { enabled: true, refuse_dot: true, drop_doq: true, exempt: Vec::new(), doh_resolver_lists: Vec::new() }
     }
 }
 
 impl InterceptSettings {
+    /// The DoH resolver lists as list sources, format detected.
+    pub fn doh_resolver_sources(&self) -> Vec<SourceSpec> {
+        self.doh_resolver_lists
+            .iter()
+            .map(|location| SourceSpec::new(location.clone(), crate::lists::ListFormat::Auto, crate::lists::ListRole::Block))
+            .collect()
+    }
+
     /// The exemptions as (network, prefix length).
     pub fn exempt_networks(&self) -> Result<Vec<(IpAddr, u8)>, ConfigError> {
         self.exempt.iter().map(|entry| parse_network(entry)).collect()
@@ -478,5 +490,19 @@ resolver_name = "router.lan"
         let config: Config = toml::from_str("[intercept]\nenabled = false\nexempt = [\"192.0.2.0/24\"]\n").unwrap();
         assert!(!config.intercept.enabled);
         assert_eq!(config.intercept.exempt, ["192.0.2.0/24"]);
+    }
+
+    #[test]
+    fn intercept_doh_resolver_lists() {
+        assert!(InterceptSettings::default().doh_resolver_lists.is_empty());
+        let config: Config = toml::from_str(
+            "[intercept]\ndoh_resolver_lists = [\"/etc/dnsgate/doh.txt\", \"https://lists.example/doh.txt\"]\n",
+        )
+        .unwrap();
+        let sources = config.intercept.doh_resolver_sources();
+        assert_eq!(sources.len(), 2);
+        assert_eq!(sources[1].location, "https://lists.example/doh.txt");
+        assert_eq!(sources[0].format, crate::lists::ListFormat::Auto);
+        assert!(toml::from_str::<Config>("[intercept]\ndoh_lists = []\n").is_err());
     }
 }

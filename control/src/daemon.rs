@@ -174,6 +174,9 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         Resolver::with_designated_resolvers(&resolver_config, gate.clone(), designated)
             .context("configuring the resolver failed")?,
     );
+    resolver.set_doh_bypass(
+        controller::load_doh_bypass(&config).context("loading the lists of intercept.doh_resolver_lists failed")?,
+    );
     let query_log = Arc::new(QueryLog::new(config.querylog.capacity, config.querylog.client_privacy));
     let event_readers = kernel_log::spawn(event_buffers, query_log.clone());
     let latencies = Arc::new(Latencies::default());

@@ -25,13 +25,13 @@ use crate::{
     cli::RunArgs,
     config::Config,
     dataplane::{AttachMode, Dataplane},
-    lists::{load_and_compile_with, HttpFetcher},
+    lists::{load_and_compile_with, load_names, HttpFetcher, ListError},
     metrics::{self, Latencies},
     policy::Policy,
     querylog::{epoch_millis, QueryEntry, QueryLog},
     resolver::{
         server::{Listeners, Request as DnsRequest, TlsMaterial, Transport},
-        Resolver,
+        DohBypassNames, Resolver,
     },
     shared_policy::SharedPolicy,
 };
@@ -39,6 +39,9 @@ use crate::{
 /// Top-level configuration keys a reload applies; a change anywhere else
 /// takes effect at the next start.
 const RELOADABLE_KEYS: [&str; 2] = ["lists", "budget"];
+
+/// Keys of `[intercept]` a reload applies.
+const RELOADABLE_INTERCEPT_KEYS: [&str; 1] = ["doh_resolver_lists"];
 
 /// Keys of `[dataplane]` a reload applies.
 const RELOADABLE_DATAPLANE_KEYS: [&str; 5] = ["block_mode", "block_ttl", "sinkhole_v4", "sinkhole_v6", "detach_on_stop"];
@@ -118,6 +121,23 @@ pub struct Parts {
     pub custom: CustomRules,
     /// The admin socket path.
     pub socket: PathBuf,
+}
+
+/// Loads the names of `[intercept] doh_resolver_lists`, fetching URL
+/// sources into the list cache of the state directory.
+pub fn load_doh_bypass(config: &Config) -> Result<DohBypassNames, ListError> {
+    let sources = config.intercept.doh_resolver_sources();
+    if sources.is_empty() {
+        return Ok(DohBypassNames::default());
+    }
+    let fetcher = HttpFetcher::new(config.state_dir().join("lists"));
+    let loaded = load_names(&sources, &fetcher)?;
+    for report in &loaded.reports {
+        info!(source = %report.name, format = %report.format, accepted = report.accepted, invalid = report.invalid.count, "DoH resolver list loaded");
+    }
+    let names = DohBypassNames::new(loaded.names.iter());
+    info!(names = names.len(), "DoH resolver names answered NXDOMAIN");
+    Ok(names)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -304,7 +324,11 @@ impl Controller {
             .source
             .load()
             .map_err(|error| format!("reload failed, the running configuration stays: {error}"))?;
+        let doh_bypass = load_doh_bypass(&config).map_err(|error| {
+            format!("reload failed, the running configuration stays: loading intercept.doh_resolver_lists failed: {error}")
+        })?;
         self.rebuild(&config).map_err(|error| format!("reload failed, the running configuration stays: {error}"))?;
+        self.resolver.set_doh_bypass(doh_bypass);
         let style = config.dataplane.block_style();
         self.shared.set_style(style);
         if let Some(dataplane) = lock(&self.dataplane).as_mut() {
@@ -579,6 +603,13 @@ fn changed_keys_needing_restart(old: &Config, new: &Config) -> Vec<String> {
                     }
                 }
             }
+            ("intercept", Some(Value::Object(old_table)), Value::Object(new_table)) => {
+                for (field, value) in new_table {
+                    if !RELOADABLE_INTERCEPT_KEYS.contains(&field.as_str()) && old_table.get(field) != Some(value) {
+                        changed.push(format!("intercept.{field}"));
+                    }
+                }
+            }
             _ => changed.push(key.clone()),
         }
     }
@@ -596,6 +627,7 @@ mod tests {
         new.dataplane.block_ttl = 99;
         new.dataplane.lan_interfaces.push("br-lan".into());
         new.server.dns_port = 5353;
+        new.intercept.doh_resolver_lists.push("/etc/dnsgate/doh.txt".into());
         let changed = changed_keys_needing_restart(&old, &new);
         assert_eq!(changed, ["dataplane.lan_interfaces", "server"]);
     }

@@ -438,6 +438,32 @@ pub fn load_and_compile_with(
     compile::compile(raw, budget)
 }
 
+/// The names a set of name lists covers, for lists whose every entry
+/// stands for a name and its subdomains (such as a list of DoH resolvers).
+#[derive(Debug, Clone, Default)]
+pub struct NameSet {
+    /// Normalised names: ASCII lowercase, no trailing dot.
+    pub names: std::collections::HashSet<Box<str>>,
+    /// One report per source, in the order given.
+    pub reports: Vec<SourceReport>,
+}
+
+/// Loads the block name rules of `sources`, fetching URL sources through
+/// `fetcher`, in whatever format each source is written. Allow, rewrite and
+/// regex rules are left out. The scope of a rule is dropped too, because
+/// the caller covers each name with its subdomains.
+pub fn load_names(sources: &[SourceSpec], fetcher: &dyn ListFetcher) -> Result<NameSet, ListError> {
+    let raw = load::load_sources(sources, fetcher)?;
+    let names = raw
+        .records
+        .iter()
+        .zip(raw.names.lines())
+        .filter(|(record, _)| record.kind() == RuleKind::Block)
+        .map(|(_, name)| Box::from(name))
+        .collect();
+    Ok(NameSet { names, reports: raw.reports })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,15 @@
 //!   reverse zones of private, shared and link-local ranges (RFC 6303 §4,
 //!   RFC 7793), which go to the configured LAN name server or get NXDOMAIN;
 //! * Firefox's canary `use-application-dns.net` and, when enabled, iCloud
-//!   Private Relay's `mask.icloud.com` and `mask-h2.icloud.com`: NXDOMAIN.
+//!   Private Relay's `mask.icloud.com` and `mask-h2.icloud.com`: NXDOMAIN;
+//! * the names of DoH resolvers from `[intercept] doh_resolver_lists`, and
+//!   their subdomains: NXDOMAIN, so that clients cannot find those resolvers.
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -51,12 +56,69 @@ pub enum LocalRoute {
     Upstream,
     /// Answered here with this response.
     Answer(Message),
+    /// NXDOMAIN for the name of a DoH resolver on a configured list.
+    DohBypass(Message),
     /// A LAN name: ask the LAN name server, or NXDOMAIN owned by `zone`
     /// when none is configured.
     LanNames {
         /// The local zone the name belongs to.
         zone: Name,
     },
+}
+
+/// Names of DoH resolvers answered NXDOMAIN, with their subdomains.
+///
+/// The names are kept normalised (ASCII lowercase, no trailing dot) in a
+/// hash set. A query name is looked up once per suffix, so the cost grows
+/// with the number of its labels, not with the size of the lists.
+#[derive(Debug, Clone, Default)]
+pub struct DohBypassNames {
+    names: HashSet<Box<str>>,
+}
+
+impl DohBypassNames {
+    /// Builds the set from names; each is lowercased and loses a trailing
+    /// dot. Empty names are left out.
+    pub fn new<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let names = names
+            .into_iter()
+            .map(|name| name.as_ref().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .map(String::into_boxed_str)
+            .collect();
+        Self { names }
+    }
+
+    /// Number of names in the set.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Checks whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Returns the listed name that `qname` is or lies below, if any.
+    /// `qname` may be in any case and may end in a dot.
+    pub fn matching(&self, qname: &str) -> Option<&str> {
+        if self.names.is_empty() {
+            return None;
+        }
+        let lower = qname.trim_end_matches('.').to_ascii_lowercase();
+        let mut suffix = lower.as_str();
+        loop {
+            if let Some(found) = self.names.get(suffix) {
+                return Some(found);
+            }
+            // Labels end at a dot; the next suffix starts after it.
+            suffix = suffix.split_once('.')?.1;
+        }
+    }
 }
 
 /// The table of local zones.
@@ -67,6 +129,7 @@ pub struct LocalZones {
     dns_resolver_arpa: Name,
     lan_zones: Vec<Name>,
     nxdomain_names: Vec<Name>,
+    doh_bypass: ArcSwap<DohBypassNames>,
     ttl: u32,
     designated: Option<Arc<dyn DesignatedResolvers>>,
 }
@@ -130,9 +193,20 @@ impl LocalZones {
             dns_resolver_arpa: name("_dns.resolver.arpa."),
             lan_zones,
             nxdomain_names,
+            doh_bypass: ArcSwap::from_pointee(DohBypassNames::default()),
             ttl: config.ttl,
             designated,
         }
+    }
+
+    /// Replaces the names of DoH resolvers answered NXDOMAIN.
+    pub fn set_doh_bypass(&self, names: DohBypassNames) {
+        self.doh_bypass.store(Arc::new(names));
+    }
+
+    /// Number of names of DoH resolvers answered NXDOMAIN.
+    pub fn doh_bypass_len(&self) -> usize {
+        self.doh_bypass.load().len()
     }
 
     /// Decides where `query` is answered.
@@ -158,6 +232,11 @@ impl LocalZones {
         }
         if let Some(zone) = self.nxdomain_names.iter().find(|zone| zone.zone_of(qname)) {
             return LocalRoute::Answer(self.negative(query, zone, ResponseCode::NXDomain));
+        }
+        if let Some(listed) = self.doh_bypass.load().matching(&qname.to_ascii()) {
+            // The listed name is valid: it came from the list parsers.
+            let zone = Name::from_ascii(format!("{listed}.")).unwrap_or_else(|_| Name::root());
+            return LocalRoute::DohBypass(self.negative(query, &zone, ResponseCode::NXDomain));
         }
         if let Some(zone) = self.lan_zones.iter().find(|zone| zone.zone_of(qname)) {
             return LocalRoute::LanNames { zone: zone.clone() };
@@ -384,5 +463,117 @@ mod tests {
             zones.route(&query("use-application-dns.net.", RecordType::A), local()),
             LocalRoute::Upstream
         ));
+    }
+
+    #[test]
+    fn doh_bypass_matches_names_and_subdomains_only() {
+        let names = DohBypassNames::new(["dns.example", "DoH.Example.NET."]);
+        assert_eq!(names.len(), 2);
+        assert_eq!(names.matching("dns.example."), Some("dns.example"));
+        assert_eq!(names.matching("DNS.EXAMPLE"), Some("dns.example"));
+        assert_eq!(names.matching("a.b.dns.example."), Some("dns.example"));
+        assert_eq!(names.matching("doh.example.net."), Some("doh.example.net"));
+        // The same characters at the end, but not on a label boundary.
+        assert_eq!(names.matching("notdns.example."), None);
+        assert_eq!(names.matching("xdoh.example.net."), None);
+        // Parents and unrelated names.
+        assert_eq!(names.matching("example."), None);
+        assert_eq!(names.matching("example.net."), None);
+        assert_eq!(names.matching("dns.example.org."), None);
+        assert_eq!(names.matching("."), None);
+        assert_eq!(DohBypassNames::default().matching("dns.example."), None);
+    }
+
+    fn doh_answer(zones: &LocalZones, name: &str, qtype: RecordType) -> Message {
+        match zones.route(&query(name, qtype), local()) {
+            LocalRoute::DohBypass(message) => message,
+            other => panic!("{name} {qtype}: expected a DoH bypass answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn doh_bypass_answers_nxdomain_for_every_type() {
+        let zones = LocalZones::new(&LocalConfig::default(), None);
+        assert!(matches!(
+            zones.route(&query("dns.example.", RecordType::A), local()),
+            LocalRoute::Upstream
+        ));
+        zones.set_doh_bypass(DohBypassNames::new(["dns.example"]));
+        assert_eq!(zones.doh_bypass_len(), 1);
+        for (asked, qtype) in [
+            ("dns.example.", RecordType::A),
+            ("dns.example.", RecordType::AAAA),
+            ("Dns.Example.", RecordType::HTTPS),
+            ("_dns.dns.example.", RecordType::SVCB),
+            ("deep.sub.dns.example.", RecordType::TXT),
+        ] {
+            let response = doh_answer(&zones, asked, qtype);
+            assert_eq!(response.response_code(), ResponseCode::NXDomain, "{asked} {qtype}");
+            assert_eq!(response.id(), 7);
+            assert_eq!(response.queries().len(), 1);
+            assert_eq!(response.queries()[0].name(), &Name::from_ascii(asked).unwrap());
+            assert_eq!(response.queries()[0].query_type(), qtype);
+            let soa = &response.name_servers()[0];
+            assert_eq!(soa.record_type(), RecordType::SOA);
+            assert_eq!(soa.name(), &name("dns.example."));
+        }
+        assert!(matches!(
+            zones.route(&query("notdns.example.", RecordType::A), local()),
+            LocalRoute::Upstream
+        ));
+        // A reload replaces the set.
+        zones.set_doh_bypass(DohBypassNames::default());
+        assert!(matches!(
+            zones.route(&query("dns.example.", RecordType::A), local()),
+            LocalRoute::Upstream
+        ));
+    }
+
+    #[test]
+    fn doh_bypass_from_lists_in_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |file: &str, text: &str| {
+            let path = dir.path().join(file);
+            std::fs::write(&path, text).unwrap();
+            crate::lists::SourceSpec::new(
+                path.display().to_string(),
+                crate::lists::ListFormat::Auto,
+                crate::lists::ListRole::Block,
+            )
+        };
+        let sources = [
+            write("hosts.txt", "# DoH resolvers\n0.0.0.0 dns.hosts.example\n0.0.0.0 doh.hosts.example\n"),
+            write("adblock.txt", "! DoH resolvers\n||dns.adblock.example^\n@@||allowed.adblock.example^\n"),
+            write("plain.txt", "dns.plain.example\nDOH.Plain.Example\n"),
+        ];
+        let loaded = crate::lists::load_names(&sources, &crate::lists::NoFetcher).unwrap();
+        let formats: Vec<_> = loaded.reports.iter().map(|report| report.format).collect();
+        assert_eq!(
+            formats,
+            [crate::lists::ListFormat::Hosts, crate::lists::ListFormat::Adblock, crate::lists::ListFormat::Domains]
+        );
+        let names = DohBypassNames::new(loaded.names.iter());
+        assert_eq!(names.len(), 5, "{:?}", loaded.names);
+        let zones = LocalZones::new(&LocalConfig::default(), None);
+        zones.set_doh_bypass(names);
+        for listed in [
+            "dns.hosts.example.",
+            "www.doh.hosts.example.",
+            "dns.adblock.example.",
+            "a.dns.adblock.example.",
+            "dns.plain.example.",
+            "doh.plain.example.",
+        ] {
+            let response = doh_answer(&zones, listed, RecordType::A);
+            assert_eq!(response.response_code(), ResponseCode::NXDomain, "{listed}");
+            assert_eq!(response.queries()[0].name(), &Name::from_ascii(listed).unwrap());
+        }
+        // An exception in an adblock list allows, so it is not a DoH name.
+        for other in ["allowed.adblock.example.", "hosts.example.", "notdns.plain.example."] {
+            assert!(
+                matches!(zones.route(&query(other, RecordType::A), local()), LocalRoute::Upstream),
+                "{other}"
+            );
+        }
     }
 }

@@ -30,7 +30,7 @@ use hickory_proto::rr::{Name, Record, RecordType};
 
 pub use cache::{CacheKey, CacheStats};
 pub use config::{CacheConfig, LocalConfig, ResolverConfig, UpstreamConfig};
-pub use local::DesignatedResolvers;
+pub use local::{DesignatedResolvers, DohBypassNames};
 pub use policy::{BlockStyle, NoPolicy, PolicyAction, QueryPolicy};
 pub use stats::{ResolverStats, TransportCounts, UpstreamStatus};
 pub use upstream::{Protocol, UpstreamConfigError, UpstreamSpec, UpstreamSpecError, UpstreamStats};
@@ -134,6 +134,12 @@ impl Resolver {
         }
     }
 
+    /// Replaces the names of DoH resolvers that are answered NXDOMAIN with
+    /// their subdomains (`[intercept] doh_resolver_lists`).
+    pub fn set_doh_bypass(&self, names: DohBypassNames) {
+        self.local.set_doh_bypass(names);
+    }
+
     /// Returns a snapshot of the counters.
     pub fn stats(&self) -> ResolverStats {
         self.counters.snapshot(
@@ -188,6 +194,11 @@ impl Resolver {
         match self.local.route(&query, request.local) {
             LocalRoute::Answer(response) => {
                 bump(&self.counters.local);
+                return Some(encode(&response));
+            }
+            LocalRoute::DohBypass(response) => {
+                bump(&self.counters.doh_bypass_nxdomain);
+                tracing::debug!(name = %query.name(), qtype, %client, "DoH resolver name answered NXDOMAIN");
                 return Some(encode(&response));
             }
             LocalRoute::LanNames { zone } => {

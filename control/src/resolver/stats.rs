@@ -55,6 +55,9 @@ pub struct ResolverStats {
     pub local: u64,
     /// Queries blocked by the user-space policy, by name.
     pub blocked: u64,
+    /// Queries for the names of DoH resolvers on `[intercept]
+    /// doh_resolver_lists` answered NXDOMAIN. Not counted in `local`.
+    pub doh_bypass_nxdomain: u64,
     /// Answers blocked because their CNAME chain reached a blocked name.
     pub blocked_cname: u64,
     /// Queries answered by a rewrite rule.
@@ -78,6 +81,7 @@ pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
     pub(crate) local: AtomicU64,
     pub(crate) blocked: AtomicU64,
+    pub(crate) doh_bypass_nxdomain: AtomicU64,
     pub(crate) blocked_cname: AtomicU64,
     pub(crate) rewritten: AtomicU64,
     pub(crate) servfail: AtomicU64,
@@ -122,6 +126,7 @@ impl Counters {
             rejected: load(&self.rejected),
             local: load(&self.local),
             blocked: load(&self.blocked),
+            doh_bypass_nxdomain: load(&self.doh_bypass_nxdomain),
             blocked_cname: load(&self.blocked_cname),
             rewritten: load(&self.rewritten),
             servfail: load(&self.servfail),
