@@ -349,7 +349,7 @@ fn start_intercept(
     if settings.enabled && router_v6.is_none() {
         warn!("the LAN interfaces have no routable IPv6 address: DNS sent to other resolvers over IPv6 is not intercepted");
     }
-    let options = InterceptOptions {
+    let mut options = InterceptOptions {
         dns: settings.enabled,
         refuse_dot: settings.refuse_dot,
         drop_doq: settings.drop_doq,
@@ -357,14 +357,39 @@ fn start_intercept(
         router_v6,
         exempt: settings.exempt_networks()?,
     };
-    dataplane.set_intercept(&options).context("writing the interception settings failed")?;
+    // The TC program goes on before the XDP program starts redirecting:
+    // without it, replies to redirected queries would leave with the
+    // router's address and clients would drop them.
     if settings.enabled && (router_v4.is_some() || router_v6.is_some()) {
-        for interface in &config.dataplane.lan_interfaces {
-            for port in expand_interface(interface)? {
-                restores.push(dataplane.attach_restore(&port)?);
+        match attach_restores(dataplane, config, restores) {
+            Ok(()) => info!(?router_v4, ?router_v6, exempt = ?options.exempt, "intercepting DNS sent to other resolvers"),
+            Err(error) => {
+                for attachment in restores.drain(..) {
+                    if let Err(error) = dataplane.detach_restore(attachment) {
+                        warn!(error = %error, "detaching a TC egress program failed");
+                    }
+                }
+                warn!(
+                    error = format!("{error:#}"),
+                    "DNS sent to other resolvers is not intercepted because the TC egress program could not be \
+                     attached; load the sch_ingress and cls_bpf kernel modules (kmod-sched-core and kmod-sched-bpf \
+                     on OpenWrt) and restart dnsgate"
+                );
+                options.dns = false;
             }
         }
-        info!(?router_v4, ?router_v6, exempt = ?options.exempt, "intercepting DNS sent to other resolvers");
+    }
+    dataplane.set_intercept(&options).context("writing the interception settings failed")?;
+    Ok(())
+}
+
+/// Attaches the TC egress program that restores reply addresses to every
+/// LAN port.
+fn attach_restores(dataplane: &mut Dataplane, config: &Config, restores: &mut Vec<RestoreAttachment>) -> Result<()> {
+    for interface in &config.dataplane.lan_interfaces {
+        for port in expand_interface(interface)? {
+            restores.push(dataplane.attach_restore(&port)?);
+        }
     }
     Ok(())
 }
