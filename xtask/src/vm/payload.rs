@@ -27,13 +27,25 @@ pub fn is_verifier_summary(line: &str) -> bool {
     })
 }
 
+/// Test targets of `dnsgate-tests` that the guest runs. The guest has
+/// busybox, iproute2 and this workspace's binaries only, while most of the
+/// package's tests drive real DNS clients and peers (kdig, dig, unbound,
+/// setpriv) or unpack OpenWrt packages, which would all fail there for want
+/// of the tool, not of the kernel. These need nothing else: the XDP and TC
+/// test runs, and a namespace test that queries with the `dns-query` helper.
+/// A name here that cargo does not build fails the run, so a renamed file
+/// cannot silently drop out of the VM.
+const DATAPLANE_GUEST_TARGETS: &[&str] = &["xdp_test_run", "intercept_test_run", "vm_netns_native"];
+
 /// Set of test binaries that go into the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PayloadSet {
     /// The stand-in crate under tests/vm/probe, which needs no eBPF
     /// toolchain.
     Probe,
-    /// The `dnsgate-tests` integration test binaries.
+    /// The `dnsgate-tests` integration tests that need nothing the guest
+    /// lacks ([`DATAPLANE_GUEST_TARGETS`]), with the `dnsgate` and
+    /// `dnsgate-tests` binaries as helpers.
     Dataplane,
 }
 
@@ -101,6 +113,9 @@ struct Build {
     broken_args: &'static [&'static str],
     /// Packages whose binaries go into the guest as helpers.
     helper_packages: &'static [&'static str],
+    /// Test targets that run in the guest, or `None` for every test
+    /// executable the package builds, unit tests included.
+    guest_targets: Option<&'static [&'static str]>,
 }
 
 impl PayloadSet {
@@ -118,6 +133,7 @@ impl PayloadSet {
                 broken_target: "guest",
                 broken_args: &["--exact", "probe_program_loads"],
                 helper_packages: &[],
+                guest_targets: None,
             },
             // The `dnsgate` package embeds the eBPF object, so its feature
             // reaches the object that tests/xdp_test_run.rs loads.
@@ -127,6 +143,7 @@ impl PayloadSet {
                 broken_target: "xdp_test_run",
                 broken_args: &[],
                 helper_packages: &["dnsgate", "dnsgate-tests"],
+                guest_targets: Some(DATAPLANE_GUEST_TARGETS),
             },
         }
     }
@@ -156,22 +173,32 @@ pub fn build(
     broken_verifier: bool,
     test_args: &[String],
 ) -> Result<Bundle> {
-    let bundle = build_unstripped(root, arch, set, broken_verifier, test_args)?;
     let dir = cache.join("payloads").join(arch.name());
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("failed to clear {}", dir.display()))?;
     }
     fs::create_dir_all(dir.join("bin"))?;
 
+    // Helpers are copied out as soon as cargo has built them. The test
+    // builds below link the package's binaries again at the same paths,
+    // and the broken-verifier build would leave helpers such as xdp-pass
+    // holding the program the verifier rejects.
+    let spec = set.build_spec();
+    let mut helpers = Vec::new();
+    for package in spec.helper_packages {
+        for artifact in cargo_binaries(root, arch, set, CargoRun::Bins { package })? {
+            let binary = strip_debug(&artifact.path, &dir.join("bin").join(&artifact.target))?;
+            helpers.push(Helper {
+                name: artifact.target,
+                binary,
+            });
+        }
+    }
+
     let mut payloads = Vec::new();
-    for payload in bundle.payloads {
+    for payload in build_payloads(root, arch, set, broken_verifier, test_args)? {
         let binary = strip_debug(&payload.binary, &dir.join(&payload.name))?;
         payloads.push(Payload { binary, ..payload });
-    }
-    let mut helpers = Vec::new();
-    for helper in bundle.helpers {
-        let binary = strip_debug(&helper.binary, &dir.join("bin").join(&helper.name))?;
-        helpers.push(Helper { binary, ..helper });
     }
     Ok(Bundle { payloads, helpers })
 }
@@ -190,25 +217,18 @@ fn strip_debug(source: &Path, target: &Path) -> Result<PathBuf> {
     Ok(target.to_path_buf())
 }
 
-fn build_unstripped(
+/// Builds the test executables of `set`, the broken build's rejecting one
+/// last when `broken_verifier` is set, and returns them where cargo left
+/// them.
+fn build_payloads(
     root: &Path,
     arch: Arch,
     set: PayloadSet,
     broken_verifier: bool,
     test_args: &[String],
-) -> Result<Bundle> {
+) -> Result<Vec<Payload>> {
     let spec = set.build_spec();
-    let mut helpers = Vec::new();
-    for package in spec.helper_packages {
-        let artifacts = cargo_binaries(root, arch, set, CargoRun::Bins { package })?;
-        helpers.extend(artifacts.into_iter().map(|artifact| Helper {
-            name: artifact.target,
-            binary: artifact.path,
-        }));
-    }
-
-    let mut payloads = Vec::new();
-    for artifact in cargo_binaries(
+    let artifacts = cargo_binaries(
         root,
         arch,
         set,
@@ -216,7 +236,9 @@ fn build_unstripped(
             package: spec.package,
             feature: None,
         },
-    )? {
+    )?;
+    let mut payloads = Vec::new();
+    for artifact in select_guest_targets(artifacts, spec.guest_targets)? {
         payloads.push(Payload {
             name: artifact.payload_name(),
             binary: artifact.path,
@@ -255,7 +277,35 @@ fn build_unstripped(
             expect: Expectation::VerifierRejects,
         });
     }
-    Ok(Bundle { payloads, helpers })
+    Ok(payloads)
+}
+
+/// Keeps the test executables named in `targets` (integration test files,
+/// not unit tests), in the order cargo built them, or all of them when
+/// `targets` is `None`. Fails if a named target was not built.
+fn select_guest_targets(
+    artifacts: Vec<Artifact>,
+    targets: Option<&[&str]>,
+) -> Result<Vec<Artifact>> {
+    let Some(targets) = targets else {
+        return Ok(artifacts);
+    };
+    let selected: Vec<Artifact> = artifacts
+        .into_iter()
+        .filter(|artifact| !artifact.unit && targets.contains(&artifact.target.as_str()))
+        .collect();
+    let missing: Vec<&str> = targets
+        .iter()
+        .copied()
+        .filter(|target| !selected.iter().any(|artifact| artifact.target == *target))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "cargo built no test target {} for the guest; update DATAPLANE_GUEST_TARGETS in xtask/src/vm/payload.rs if a test file was renamed",
+            missing.join(", ")
+        );
+    }
+    Ok(selected)
 }
 
 /// A test executable from cargo's `compiler-artifact` messages.
@@ -432,6 +482,38 @@ mod tests {
             binary: artifacts[0].path.clone(),
         };
         assert_eq!(helper.env_var(), "XDP_PASS_BIN");
+    }
+
+    #[test]
+    fn guest_targets_keep_listed_integration_tests_only() {
+        let artifact = |target: &str, unit: bool| Artifact {
+            target: target.to_owned(),
+            unit,
+            path: PathBuf::from(format!("/t/{target}")),
+        };
+        let built = || {
+            vec![
+                artifact("dnsgate_tests", true),
+                artifact("cli_daemon", false),
+                artifact("xdp_test_run", false),
+                artifact("xdp-pass", true),
+                artifact("intercept_test_run", false),
+                artifact("vm_netns_native", false),
+                artifact("package_ipk", false),
+            ]
+        };
+        let selected = select_guest_targets(built(), Some(DATAPLANE_GUEST_TARGETS)).unwrap();
+        let names: Vec<String> = selected.iter().map(Artifact::payload_name).collect();
+        assert_eq!(
+            names,
+            ["xdp_test_run", "intercept_test_run", "vm_netns_native"]
+        );
+
+        assert_eq!(select_guest_targets(built(), None).unwrap().len(), 7);
+        let error = select_guest_targets(built(), Some(&["xdp_test_run", "gone"]))
+            .err()
+            .expect("a listed target that was not built is an error");
+        assert!(error.to_string().contains("gone"), "{error}");
     }
 
     #[test]
