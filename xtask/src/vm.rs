@@ -39,23 +39,23 @@ use report::KernelOutcome;
 
 /// Per-kernel deadline when `--timeout` is not given: boot, every payload in
 /// both BTF passes, and power-off. Under TCG on a 2-core machine a kernel
-/// took 4 to 17 s with the probe and about 105 s with the dataplane tests,
-/// so this leaves room for slower tests.
-const DEFAULT_TIMEOUT_SECS: u64 = 600;
+/// took 4 to 17 s with the probe and 240 to 480 s with the dataplane tests
+/// (the slower figure with benchmarks running beside it).
+const DEFAULT_TIMEOUT_SECS: u64 = 1200;
 /// Per-kernel deadline in `--ci` mode, where a hung guest must not eat the
-/// whole CI budget.
-const CI_TIMEOUT_SECS: u64 = 240;
+/// whole CI budget but a loaded machine must not fail a healthy kernel.
+const CI_TIMEOUT_SECS: u64 = 900;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Run the CI subset: the oldest and the newest x86_64 kernel and the
-    /// newest aarch64 kernel, each with the CI timeout (240 s unless
+    /// newest aarch64 kernel, each with the CI timeout (900 s unless
     /// --timeout is given).
     #[arg(long)]
     ci: bool,
 
     /// Seconds one kernel may take from boot to power-off before it counts
-    /// as failed [default: 600, or 240 with --ci].
+    /// as failed [default: 1200, or 900 with --ci].
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
 
