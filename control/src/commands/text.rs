@@ -200,8 +200,14 @@ pub fn print_log_entry(entry: &QueryEntry, json: bool) {
         println!("{}", serde_json::to_string(entry).expect("entries always serialize"));
         return;
     }
+    // The kernel answers without a measurable latency; say who answered.
+    let latency = if entry.kernel {
+        "kernel".to_owned()
+    } else {
+        format!("{:.3} ms", entry.latency_us as f64 / 1000.0)
+    };
     println!(
-        "{} {:<39} {:<40} {:<6} {:<5} {:<9} {:<8} {:.3} ms",
+        "{} {:<39} {:<40} {:<6} {:<5} {:<9} {:<8} {latency}",
         format_time_ms(entry.time_ms),
         entry.client.as_deref().unwrap_or("-"),
         entry.name,
@@ -209,7 +215,6 @@ pub fn print_log_entry(entry: &QueryEntry, json: bool) {
         entry.transport,
         entry.decision,
         entry.rcode.as_deref().unwrap_or("-"),
-        entry.latency_us as f64 / 1000.0
     );
 }
 
