@@ -6,7 +6,7 @@ use crate::rules::BUCKET_SLOTS;
 
 /// Layout version of every map below. User space refuses to reuse pinned
 /// maps that carry another version and replaces them instead.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "dns_filter";
@@ -43,6 +43,11 @@ pub const MAP_INTERCEPT_CLIENTS: &str = "INTERCEPT_CLIENTS";
 /// Perf event array, one ring per CPU: an [`EventHeader`] followed by the
 /// first bytes of each answer sent from the kernel, for the query log.
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Array map, one [`RateLimitConfig`].
+pub const MAP_RATE_LIMIT_CONFIG: &str = "RATE_LIMIT_CONFIG";
+/// LRU hash [`IpKey`] client → [`RateLimitBucket`]: the token bucket of
+/// each client that sent plain DNS while rate limiting was on.
+pub const MAP_RATE_LIMIT: &str = "RATE_LIMIT";
 
 /// Default number of buckets in each rule set when nothing else is
 /// configured: room for about a million rules at 90 % load.
@@ -65,6 +70,9 @@ pub const INTERCEPT_FLOWS_CAPACITY: u32 = 8192;
 /// Entries in the per-client interception counters; the least recently
 /// seen client is evicted first.
 pub const INTERCEPT_CLIENTS_CAPACITY: u32 = 1024;
+/// Entries in the rate-limit buckets; the least recently seen client is
+/// evicted first and starts again with a full bucket.
+pub const RATE_LIMIT_CAPACITY: u32 = 16384;
 
 /// One bucket of a rule set: [`BUCKET_SLOTS`] slots (see [`crate::rules`]).
 pub type Bucket = [u64; BUCKET_SLOTS];
@@ -227,13 +235,16 @@ pub enum Counter {
     /// [`MAP_EVENTS`] (the CPU's ring was full or not opened), so they are
     /// missing from the query log.
     EventsLost = 11,
+    /// Plain DNS queries dropped because their client was over its rate
+    /// limit.
+    RateLimited = 12,
 }
 
 /// Number of counters in [`MAP_COUNTERS`].
 pub const COUNTER_COUNT: u32 = 16;
 
 /// Names of the counters as `dnsgate stats --json` prints them, by index.
-pub const COUNTER_NAMES: [&str; 12] = [
+pub const COUNTER_NAMES: [&str; 13] = [
     "seen",
     "blocked",
     "allowed",
@@ -246,6 +257,7 @@ pub const COUNTER_NAMES: [&str; 12] = [
     "dot_refused",
     "doq_dropped",
     "events_lost",
+    "rate_limited",
 ];
 
 /// [`InterceptConfig::flags`]: plain DNS (UDP/53) to other resolvers is
@@ -297,6 +309,56 @@ pub struct ClientIntercepts {
     pub encrypted: u64,
 }
 
+/// Settings of the per-client rate limit of plain DNS queries. All zero
+/// (the state before user space writes it) turns the limit off.
+///
+/// A client's bucket stores credit in nanoseconds: it fills by one
+/// nanosecond per nanosecond elapsed, up to `capacity_ns`, and a query
+/// takes `cost_ns`. The credit is the token count in fixed point, one
+/// token being `cost_ns`, so the program needs neither a division nor a
+/// multiplication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct RateLimitConfig {
+    /// Nanoseconds per token: 10^9 divided by the rate in queries per
+    /// second. 0 turns the limit off.
+    pub cost_ns: u64,
+    /// Credit of a full bucket: the burst times `cost_ns`.
+    pub capacity_ns: u64,
+}
+
+impl RateLimitConfig {
+    /// Nanoseconds in a second.
+    pub const NS_PER_SECOND: u64 = 1_000_000_000;
+
+    /// The settings for `rate` queries per second with bursts of `burst`
+    /// queries; `rate` 0 turns the limit off, and a `burst` of 0 counts as
+    /// 1.
+    pub const fn new(rate: u32, burst: u32) -> Self {
+        if rate == 0 {
+            return Self { cost_ns: 0, capacity_ns: 0 };
+        }
+        // Above 10^9 queries per second a token would cost less than a
+        // nanosecond; 1 ns keeps the limit on.
+        let cost_ns = Self::NS_PER_SECOND / rate as u64;
+        let cost_ns = if cost_ns == 0 { 1 } else { cost_ns };
+        let burst = if burst == 0 { 1 } else { burst as u64 };
+        Self { cost_ns, capacity_ns: cost_ns * burst }
+    }
+}
+
+/// Value of [`MAP_RATE_LIMIT`], host byte order. Updated without atomics
+/// from several CPUs, so two queries from one client that arrive at the
+/// same moment on two CPUs may both pass on the same credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct RateLimitBucket {
+    /// Credit left, in nanoseconds (see [`RateLimitConfig`]).
+    pub credit_ns: u64,
+    /// `bpf_ktime_get_ns` at the last refill.
+    pub last_ns: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: these types are `#[repr(C)]`, made only of integers and byte
@@ -311,4 +373,28 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above: sixteen bytes, no padding.
     unsafe impl aya::Pod for super::ClientIntercepts {}
+    // SAFETY: as above: sixteen bytes, no padding.
+    unsafe impl aya::Pod for super::RateLimitConfig {}
+    // SAFETY: as above: sixteen bytes, no padding.
+    unsafe impl aya::Pod for super::RateLimitBucket {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimitConfig;
+
+    #[test]
+    fn rate_limit_config_in_nanoseconds() {
+        assert_eq!(RateLimitConfig::new(0, 10), RateLimitConfig { cost_ns: 0, capacity_ns: 0 });
+        assert_eq!(RateLimitConfig::new(20, 100), RateLimitConfig { cost_ns: 50_000_000, capacity_ns: 5_000_000_000 });
+        assert_eq!(RateLimitConfig::new(3, 0), RateLimitConfig { cost_ns: 333_333_333, capacity_ns: 333_333_333 });
+    }
+
+    #[test]
+    fn rate_limit_config_extremes_do_not_overflow() {
+        let config = RateLimitConfig::new(1, u32::MAX);
+        assert_eq!(config.capacity_ns, RateLimitConfig::NS_PER_SECOND * u64::from(u32::MAX));
+        let config = RateLimitConfig::new(u32::MAX, u32::MAX);
+        assert_eq!(config, RateLimitConfig { cost_ns: 1, capacity_ns: u64::from(u32::MAX) }, "the limit stays on");
+    }
 }

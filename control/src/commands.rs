@@ -53,6 +53,7 @@ pub fn stats(cli: &Cli) -> Result<()> {
         println!("  dot_refused       {}", dataplane.dot_refused);
         println!("  doq_dropped       {}", dataplane.doq_dropped);
         println!("  events_lost       {}", dataplane.events_lost);
+        println!("  rate_limited      {}", dataplane.rate_limited);
         if !intercepted.is_empty() {
             println!("clients that sent DNS to other resolvers (plain queries, encrypted attempts):");
             for client in &intercepted {

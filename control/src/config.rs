@@ -141,6 +141,27 @@ pub struct DataplaneSettings {
     /// Detach the XDP program when the daemon stops. By default it stays
     /// attached and pinned (fail-open) for the next start to adopt.
     pub detach_on_stop: bool,
+    /// Plain DNS queries per second each client may send before the
+    /// kernel drops the excess; 0 (the default) turns the limit off.
+    pub rate_limit_qps: u32,
+    /// Queries a client may send at once above the rate; 0 means one
+    /// second's worth (`rate_limit_qps`).
+    pub rate_limit_burst: u32,
+}
+
+impl DataplaneSettings {
+    /// Largest `rate_limit_qps` accepted.
+    pub const MAX_RATE_LIMIT_QPS: u32 = 1_000_000;
+
+    /// The rate limit as (queries per second, burst), with the burst
+    /// filled in; `None` while the limit is off.
+    pub fn rate_limit(&self) -> Option<(u32, u32)> {
+        if self.rate_limit_qps == 0 {
+            return None;
+        }
+        let burst = if self.rate_limit_burst == 0 { self.rate_limit_qps } else { self.rate_limit_burst };
+        Some((self.rate_limit_qps, burst))
+    }
 }
 
 impl Default for DataplaneSettings {
@@ -155,6 +176,8 @@ impl Default for DataplaneSettings {
             sinkhole_v4: Ipv4Addr::UNSPECIFIED,
             sinkhole_v6: Ipv6Addr::UNSPECIFIED,
             detach_on_stop: false,
+            rate_limit_qps: 0,
+            rate_limit_burst: 0,
         }
     }
 }
@@ -359,6 +382,12 @@ impl Config {
         if self.dataplane.rule_buckets == 0 {
             return Err(ConfigError::Invalid { key: "dataplane.rule_buckets", reason: "must be at least 1".into() });
         }
+        if self.dataplane.rate_limit_qps > DataplaneSettings::MAX_RATE_LIMIT_QPS {
+            return Err(ConfigError::Invalid {
+                key: "dataplane.rate_limit_qps",
+                reason: format!("must be at most {} (0 turns the limit off)", DataplaneSettings::MAX_RATE_LIMIT_QPS),
+            });
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid {
                 key: "tls.cert_file",
@@ -432,6 +461,31 @@ resolver_name = "router.lan"
         assert_eq!(config.resolver.upstreams.len(), 1);
         assert_eq!(config.server.doh_port, 8443);
         assert_eq!(config.tls.resolver_name.as_deref(), Some("router.lan"));
+    }
+
+    #[test]
+    fn rate_limit_off_by_default() {
+        assert_eq!(Config::default().dataplane.rate_limit(), None);
+        let config = Config::parse("[dataplane]\nrate_limit_burst = 5\n", Path::new("x.toml")).unwrap();
+        assert_eq!(config.dataplane.rate_limit(), None, "a burst without a rate leaves the limit off");
+    }
+
+    #[test]
+    fn rate_limit_keys_parse() {
+        let text = "[dataplane]\nrate_limit_qps = 20\nrate_limit_burst = 100\n";
+        let config = Config::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(config.dataplane.rate_limit(), Some((20, 100)));
+        let config = Config::parse("[dataplane]\nrate_limit_qps = 20\n", Path::new("x.toml")).unwrap();
+        assert_eq!(config.dataplane.rate_limit(), Some((20, 20)), "the burst defaults to one second's worth");
+    }
+
+    #[test]
+    fn rate_limit_above_maximum_is_rejected() {
+        let text = format!("[dataplane]\nrate_limit_qps = {}\n", DataplaneSettings::MAX_RATE_LIMIT_QPS + 1);
+        let error = Config::parse(&text, Path::new("x.toml")).unwrap_err();
+        assert!(error.to_string().contains("dataplane.rate_limit_qps"), "{error}");
+        let text = format!("[dataplane]\nrate_limit_qps = {}\n", DataplaneSettings::MAX_RATE_LIMIT_QPS);
+        assert!(Config::parse(&text, Path::new("x.toml")).is_ok());
     }
 
     #[test]

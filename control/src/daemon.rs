@@ -121,6 +121,11 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         let overlay: Vec<_> = overlay.into_iter().collect();
         loaded.set_overlay(&overlay).context("writing the custom rules failed")?;
         loaded.set_router_addresses(&lan_addresses).context("writing the router addresses failed")?;
+        let (rate, burst) = config.dataplane.rate_limit().unwrap_or((0, 0));
+        loaded.set_rate_limit(rate, burst).context("writing the rate limit failed")?;
+        if rate != 0 {
+            info!(rate, burst, "rate limiting plain DNS queries per client");
+        }
         if config.querylog.kernel_answers {
             // The query log matters less than DNS: without the buffers the
             // daemon runs on and the kernel answers go unlogged.

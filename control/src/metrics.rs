@@ -118,6 +118,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         counter(&mut out, "dnsgate_dataplane_malformed_total", "Port-53 frames that could not be parsed.", dataplane.malformed);
         counter(&mut out, "dnsgate_dataplane_tx_failed_total", "Blocked queries that could not be answered in place.", dataplane.tx_failed);
         counter(&mut out, "dnsgate_dataplane_events_lost_total", "Answers sent from the kernel that are missing from the query log because their event was dropped.", dataplane.events_lost);
+        counter(&mut out, "dnsgate_dataplane_rate_limited_total", "Plain DNS queries dropped because their client was over its rate limit.", dataplane.rate_limited);
     }
     let resolver = snapshot.resolver;
     let _ = writeln!(

@@ -18,6 +18,7 @@ mod intercept;
 mod maps;
 mod packet;
 mod query;
+mod ratelimit;
 mod restore;
 
 use aya_ebpf::{
@@ -44,6 +45,7 @@ pub fn dns_filter(ctx: XdpContext) -> u32 {
         Outcome::Redirected => (Counter::Redirected, xdp_action::XDP_PASS),
         Outcome::DotRefused => (Counter::DotRefused, xdp_action::XDP_TX),
         Outcome::DoqDropped => (Counter::DoqDropped, xdp_action::XDP_DROP),
+        Outcome::RateLimited => (Counter::RateLimited, xdp_action::XDP_DROP),
     };
     if matches!(outcome, Outcome::ToUserSpace | Outcome::Answered | Outcome::TxFailed | Outcome::Aborted) {
         maps::count(Counter::Seen);

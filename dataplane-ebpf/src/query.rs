@@ -14,7 +14,7 @@ use dnsgate_common::{
 };
 
 use crate::{
-    answer, intercept,
+    answer, intercept, ratelimit,
     maps::{load, lookup_rule, store, ACTIVE_SET, CLIENTS, CONFIG, LABELS, ROUTER_ADDRS},
     packet::{load_bytes, load_u16, load_u8},
 };
@@ -41,6 +41,9 @@ pub enum Outcome {
     DotRefused,
     /// A UDP datagram to port 853 of another resolver, dropped.
     DoqDropped,
+    /// A UDP datagram to port 53 from a client over its rate limit,
+    /// dropped.
+    RateLimited,
 }
 
 const ETH_P_IP: u16 = 0x0800;
@@ -116,7 +119,8 @@ pub fn handle(ctx: &XdpContext) -> Outcome {
         | Outcome::Aborted
         | Outcome::Redirected
         | Outcome::DotRefused
-        | Outcome::DoqDropped => outcome,
+        | Outcome::DoqDropped
+        | Outcome::RateLimited => outcome,
     }
 }
 
@@ -210,7 +214,12 @@ fn parse_frame(ctx: &XdpContext) -> Result<Frame, Outcome> {
     if load_u16(ctx, l4 + 2).ok_or(Outcome::NotDns)? != DNS_PORT {
         return Err(Outcome::NotDns);
     }
-    // From here on the frame is addressed to the router's DNS port.
+    // From here on the frame is a UDP datagram for the router's DNS port
+    // (or an intercepted one). A client over its rate limit costs nothing
+    // more than this check.
+    if ratelimit::over_limit(&source) {
+        return Err(Outcome::RateLimited);
+    }
     let ip_payload_len = ip_payload_len?;
     let udp_len = load_u16(ctx, l4 + 4).ok_or(Outcome::Malformed)? as usize;
     if udp_len != ip_payload_len || udp_len < 8 {

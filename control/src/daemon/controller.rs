@@ -44,7 +44,15 @@ const RELOADABLE_KEYS: [&str; 2] = ["lists", "budget"];
 const RELOADABLE_INTERCEPT_KEYS: [&str; 1] = ["doh_resolver_lists"];
 
 /// Keys of `[dataplane]` a reload applies.
-const RELOADABLE_DATAPLANE_KEYS: [&str; 5] = ["block_mode", "block_ttl", "sinkhole_v4", "sinkhole_v6", "detach_on_stop"];
+const RELOADABLE_DATAPLANE_KEYS: [&str; 7] = [
+    "block_mode",
+    "block_ttl",
+    "sinkhole_v4",
+    "sinkhole_v6",
+    "detach_on_stop",
+    "rate_limit_qps",
+    "rate_limit_burst",
+];
 
 /// The origin of the daemon's configuration, so a reload reads it the same
 /// way as the start did.
@@ -339,6 +347,8 @@ impl Controller {
             current.sinkhole_v4 = wanted.sinkhole_v4;
             current.sinkhole_v6 = wanted.sinkhole_v6;
             dataplane.set_config(current).map_err(|error| format!("writing the block mode failed: {error}"))?;
+            let (rate, burst) = config.dataplane.rate_limit().unwrap_or((0, 0));
+            dataplane.set_rate_limit(rate, burst).map_err(|error| format!("writing the rate limit failed: {error}"))?;
         }
         let restart_needed = {
             let mut running = lock(&self.config);

@@ -39,6 +39,9 @@ pub struct CounterValues {
     /// Answers sent from the kernel that are missing from the query log
     /// because their event was dropped (the CPU's ring was full).
     pub events_lost: u64,
+    /// Plain DNS queries dropped because their client was over its rate
+    /// limit.
+    pub rate_limited: u64,
 }
 
 impl CounterValues {
@@ -51,7 +54,7 @@ impl CounterValues {
             })?;
             Ok(values.iter().sum())
         };
-        debug_assert_eq!(COUNTER_NAMES.len(), 12);
+        debug_assert_eq!(COUNTER_NAMES.len(), 13);
         Ok(Self {
             seen: sum(Counter::Seen)?,
             blocked: sum(Counter::Blocked)?,
@@ -65,6 +68,7 @@ impl CounterValues {
             dot_refused: sum(Counter::DotRefused)?,
             doq_dropped: sum(Counter::DoqDropped)?,
             events_lost: sum(Counter::EventsLost)?,
+            rate_limited: sum(Counter::RateLimited)?,
         })
     }
 }

@@ -10,7 +10,7 @@ use aya::{
 use dnsgate_common::maps::{
     DataplaneConfig, IpKey, LAYOUT_VERSION, MAP_ACTIVE_SET, MAP_CLIENTS, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS,
     MAP_INTERCEPT_CLIENTS, MAP_INTERCEPT_CONFIG, MAP_INTERCEPT_EXEMPT, MAP_INTERCEPT_FLOWS, MAP_OVERLAY,
-    MAP_ROUTER_ADDRS, MAP_RULES, PROGRAM_NAME,
+    MAP_RATE_LIMIT, MAP_RATE_LIMIT_CONFIG, MAP_ROUTER_ADDRS, MAP_RULES, PROGRAM_NAME, RateLimitConfig,
 };
 use tracing::{debug, info, warn};
 
@@ -25,7 +25,7 @@ use super::{DataplaneError, object_bytes};
 /// so a program left attached by a controller that died keeps reading the
 /// same maps the next controller writes. `LABELS` is the per-CPU scratch
 /// space of the parser.
-const PINNED_MAPS: [&str; 13] = [
+const PINNED_MAPS: [&str; 15] = [
     MAP_CONFIG,
     MAP_ACTIVE_SET,
     MAP_RULES,
@@ -38,6 +38,8 @@ const PINNED_MAPS: [&str; 13] = [
     MAP_INTERCEPT_FLOWS,
     MAP_INTERCEPT_CLIENTS,
     MAP_EVENTS,
+    MAP_RATE_LIMIT_CONFIG,
+    MAP_RATE_LIMIT,
     "LABELS",
 ];
 
@@ -268,6 +270,17 @@ impl Dataplane {
         let mut map: Array<_, u32> = self.map_mut(MAP_ACTIVE_SET)?;
         map.set(0, set, 0).map_err(|source| map_error(MAP_ACTIVE_SET, "flipping the active set", source))?;
         self.active_set = set;
+        Ok(())
+    }
+
+    /// Writes the per-client rate limit of plain DNS queries: `rate`
+    /// queries per second with bursts of `burst`; a `rate` of 0 turns it
+    /// off. The buckets already filled are kept.
+    pub fn set_rate_limit(&mut self, rate: u32, burst: u32) -> Result<(), DataplaneError> {
+        let mut map: Array<_, RateLimitConfig> = self.map_mut(MAP_RATE_LIMIT_CONFIG)?;
+        map.set(0, RateLimitConfig::new(rate, burst), 0)
+            .map_err(|source| map_error(MAP_RATE_LIMIT_CONFIG, "writing the rate limit", source))?;
+        debug!(rate, burst, "rate limit updated");
         Ok(())
     }
 
