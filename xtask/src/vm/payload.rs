@@ -35,7 +35,7 @@ pub fn is_verifier_summary(line: &str) -> bool {
 /// test runs, and a namespace test that queries with the `dns-query` helper.
 /// A name here that cargo does not build fails the run, so a renamed file
 /// cannot silently drop out of the VM.
-const DATAPLANE_GUEST_TARGETS: &[&str] = &["xdp_test_run", "intercept_test_run", "vm_netns_native"];
+const DATAPLANE_GUEST_TARGETS: &[&str] = &["xdp_test_run", "intercept_test_run", "ratelimit_test_run", "vm_netns_native"];
 
 /// Set of test binaries that go into the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
