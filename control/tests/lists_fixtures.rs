@@ -382,3 +382,29 @@ fn missing_file_is_a_clear_error() {
         "{message}"
     );
 }
+
+/// An error page or a binary file saved in place of a list must not load
+/// as an empty list, which would silently turn its blocking off.
+#[test]
+fn list_without_valid_rules_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8]); 2] = [
+        ("error-page.txt", b"<html>\n<head><title>503 Service Unavailable</title></head>\n<body>try later</body>\n</html>\n"),
+        ("binary.txt", b"\x7fELF\x02\x01\x01\x00\n\x00\x00\xff\xfe garbage \x01\n"),
+    ];
+    for (file, bytes) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let spec = SourceSpec::new(path.to_str().unwrap(), ListFormat::Auto, ListRole::Block);
+        let error = load_and_compile(&[spec], &Budget::default()).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("has no valid rule"), "{file}: {message}");
+        assert!(message.contains(path.to_str().unwrap()), "{file}: {message}");
+    }
+
+    // A list of comments only is empty, not broken.
+    let path = dir.path().join("comments.txt");
+    std::fs::write(&path, "# nothing listed yet\n\n").unwrap();
+    let spec = SourceSpec::new(path.to_str().unwrap(), ListFormat::Auto, ListRole::Block);
+    assert!(load_and_compile(&[spec], &Budget::default()).is_ok());
+}

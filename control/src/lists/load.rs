@@ -87,6 +87,15 @@ pub fn load_sources(specs: &[SourceSpec], fetcher: &dyn ListFetcher) -> Result<R
             last_update: fetched_at.or(report.last_update),
             ..report
         };
+        if report.accepted == 0 && report.invalid.count > 0 {
+            let first = report.invalid.examples.first();
+            return Err(ListError::NoValidRules {
+                location: spec.location.clone(),
+                invalid: report.invalid.count,
+                first_line: first.map_or(0, |issue| issue.line),
+                first_reason: first.map_or_else(String::new, |issue| issue.reason.clone()),
+            });
+        }
         tracing::debug!(
             source = %spec.location,
             format = %report.format,

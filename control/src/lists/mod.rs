@@ -365,9 +365,7 @@ pub struct Compiled {
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     /// A list file could not be read.
-    #[error(
-        "failed to read list {location:?} from {path}: {source}; check that the file exists and is readable"
-    )]
+    #[error("failed to read list {location:?} from {path}; check that it is a file that exists and is readable")]
     Read {
         /// The source as configured.
         location: String,
@@ -376,6 +374,23 @@ pub enum ListError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// A list whose every rule line is invalid: an error page saved in
+    /// place of the list, a binary file, or a format dnsgate does not read.
+    /// Loading it would silently drop every rule it used to give.
+    #[error(
+        "list {location:?} has no valid rule: {invalid} invalid lines, the first at line {first_line} ({first_reason}); \
+         check that it is a block list (an HTTP error page or a binary file is not), or force its format with FORMAT:PATH"
+    )]
+    NoValidRules {
+        /// The source as configured.
+        location: String,
+        /// Invalid lines.
+        invalid: u64,
+        /// Line number of the first invalid line.
+        first_line: u32,
+        /// Why the first invalid line was rejected.
+        first_reason: String,
     },
     /// A URL source could not be fetched and no cached copy exists.
     #[error("failed to fetch list {location:?}: {source}")]
