@@ -165,6 +165,14 @@ fn first_blocked_name(list: &Path) -> Result<String> {
     bail!("no plainly blocked name found in {}", list.display())
 }
 
+/// The absolute path of a binary that `cargo build --release` just built,
+/// in `CARGO_TARGET_DIR` when that is set.
+fn release_binary(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let path = target.join("release").join(name);
+    std::fs::canonicalize(&path).with_context(|| format!("the release build left no {}", path.display()))
+}
+
 fn kdig(namespace: &str, args: &[&str]) -> String {
     let result = Command::new("ip")
         .args(["netns", "exec", namespace, "kdig", &format!("@{ROUTER_ADDR}"), "+timeout=2", "+retry=0", "+short"])
@@ -210,7 +218,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut demo = Demo {
         interrupted,
         children: Vec::new(),
-        dnsgate: std::fs::canonicalize("target/release/dnsgate")?,
+        dnsgate: release_binary("dnsgate")?,
         failures: Vec::new(),
     };
     let result = run_steps(&mut demo, &blocklist, &blocked_name, args.keep);
@@ -274,7 +282,7 @@ fn run_steps(demo: &mut Demo, blocklist: &Path, blocked_name: &str, keep: bool) 
 
     demo.step("attaching a pass-through XDP program to the client's veth end")?;
     println!("   (veth delivers a native XDP_TX frame only to a peer running XDP; a real NIC needs no such thing)");
-    let xdp_pass = std::fs::canonicalize("target/release/xdp-pass")?;
+    let xdp_pass = release_binary("xdp-pass")?;
     let pid = demo.spawn_in(CLIENT_NS, &xdp_pass, &[CLIENT_IF], "xdp-pass.log")?;
     std::fs::write(Path::new(STATE_DIR).join("xdp-pass.pid"), pid.to_string())?;
     wait_for_log(demo, "xdp-pass.log", "attached", Duration::from_secs(30))?;

@@ -24,8 +24,8 @@ enum Command {
     Build(build::Args),
     /// Install what the tests need and run every test suite.
     Test(test::Args),
-    /// Show dnsgate answering blocked names from the kernel in a pair of
-    /// network namespaces.
+    /// Show the whole product on one machine: client, router and upstream
+    /// network namespaces, real clients over every transport.
     Demo(demo::Args),
     /// Boot every Debian kernel of the test matrix in QEMU and run the
     /// dataplane tests inside each.
