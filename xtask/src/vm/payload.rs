@@ -498,6 +498,7 @@ mod tests {
                 artifact("xdp_test_run", false),
                 artifact("xdp-pass", true),
                 artifact("intercept_test_run", false),
+                artifact("ratelimit_test_run", false),
                 artifact("vm_netns_native", false),
                 artifact("package_ipk", false),
             ]
@@ -506,10 +507,10 @@ mod tests {
         let names: Vec<String> = selected.iter().map(Artifact::payload_name).collect();
         assert_eq!(
             names,
-            ["xdp_test_run", "intercept_test_run", "vm_netns_native"]
+            ["xdp_test_run", "intercept_test_run", "ratelimit_test_run", "vm_netns_native"]
         );
 
-        assert_eq!(select_guest_targets(built(), None).unwrap().len(), 7);
+        assert_eq!(select_guest_targets(built(), None).unwrap().len(), 8);
         let error = select_guest_targets(built(), Some(&["xdp_test_run", "gone"]))
             .err()
             .expect("a listed target that was not built is an error");
