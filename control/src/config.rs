@@ -540,7 +540,9 @@ resolver_name = "router.lan"
     #[test]
     fn intercept_is_on_by_default() {
         let settings = InterceptSettings::default();
-        assert!(settings.enabled && settings.refuse_dot && settings.drop_doq);
+        assert!(settings.enabled);
+        assert!(settings.refuse_dot);
+        assert!(settings.drop_doq);
         let config: Config = toml::from_str("[intercept]\nenabled = false\nexempt = [\"192.0.2.0/24\"]\n").unwrap();
         assert!(!config.intercept.enabled);
         assert_eq!(config.intercept.exempt, ["192.0.2.0/24"]);

@@ -58,7 +58,8 @@ impl Router {
             daemon.exited() || std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("dnsgate is running"))
         });
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        assert!(ready && !daemon.exited(), "dnsgate did not start:\n{log}");
+        assert!(!daemon.exited(), "dnsgate exited at start:\n{log}");
+        assert!(ready, "dnsgate did not start:\n{log}");
         Self { daemon, pin_dir, socket: logs.join(format!("{label}.sock")), _bpffs: bpffs }
     }
 
@@ -145,7 +146,8 @@ impl Topology {
             dnsmasq.exited() || !query(&client, RESOLVER, "allowed.test", &[]).answer.is_empty()
         });
         let errors = std::fs::read_to_string(logs.join("dnsmasq.err")).unwrap_or_default();
-        assert!(ready && !dnsmasq.exited(), "dnsmasq did not answer: {errors}");
+        assert!(!dnsmasq.exited(), "dnsmasq exited: {errors}");
+        assert!(ready, "dnsmasq did not answer: {errors}");
         Self { client, router, resolver, router_lan, _pass: pass, _dnsmasq: dnsmasq }
     }
 
@@ -229,7 +231,8 @@ fn attach_pass(client: &Namespace, interface: &str, logs: &Path) -> Process {
     let attached = wait_for(Duration::from_secs(20), || {
         process.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
     });
-    assert!(attached && !process.exited(), "xdp-pass did not attach to {interface}");
+    assert!(!process.exited(), "xdp-pass exited before attaching to {interface}");
+    assert!(attached, "xdp-pass did not attach to {interface}");
     process
 }
 

@@ -196,8 +196,8 @@ fn start_unbound(upstream: &Namespace, router: &Namespace, dir: &Path) -> Proces
             .arg(dir.join("upstream-cert.pem"))
             .args(["-subj", &format!("/CN={UPSTREAM_TLS_NAME}")])
             .args(["-addext", &format!("subjectAltName=DNS:{UPSTREAM_TLS_NAME},IP:{UPSTREAM_ADDRESS}")])
-            // OpenSSL 3 makes a self-signed certificate a CA unless told
-            // otherwise, and rustls refuses a CA certificate as a server's.
+            // OpenSSL 3 marks a self-signed certificate as a CA by default,
+            // and rustls rejects a CA certificate as a server certificate.
             .args(["-addext", "basicConstraints=critical,CA:FALSE"]),
     );
     let d = dir.display();
@@ -252,7 +252,8 @@ fn start_unbound(upstream: &Namespace, router: &Namespace, dir: &Path) -> Proces
     });
     let log = std::fs::read_to_string(dir.join("unbound.err")).unwrap_or_default()
         + &std::fs::read_to_string(dir.join("unbound.log")).unwrap_or_default();
-    assert!(answering && !unbound.exited(), "unbound did not start in the upstream namespace:\n{log}");
+    assert!(!unbound.exited(), "unbound exited in the upstream namespace:\n{log}");
+    assert!(answering, "unbound did not start answering in the upstream namespace:\n{log}");
     unbound
 }
 
@@ -267,7 +268,8 @@ fn attach_pass(client: &Namespace, interface: &str, dir: &Path) -> Process {
         process.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
     });
     let errors = std::fs::read_to_string(dir.join("xdp-pass.err")).unwrap_or_default();
-    assert!(attached && !process.exited(), "xdp-pass did not attach to {interface}: {errors}");
+    assert!(!process.exited(), "xdp-pass exited before attaching to {interface}: {errors}");
+    assert!(attached, "xdp-pass did not attach to {interface}: {errors}");
     process
 }
 
@@ -315,7 +317,8 @@ ca_file = "{ca}"
         daemon.exited() || std::fs::read_to_string(&log).is_ok_and(|text| text.contains("dnsgate is running"))
     });
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(ready && !daemon.exited(), "dnsgate did not start in the router namespace:\n{text}");
+    assert!(!daemon.exited(), "dnsgate exited in the router namespace:\n{text}");
+    assert!(ready, "dnsgate did not start in the router namespace:\n{text}");
     daemon
 }
 
