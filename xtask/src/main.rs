@@ -38,13 +38,23 @@ enum Command {
     Package(package::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::Build(args) => build::run(args),
         Command::Test(args) => test::run(args),
         Command::Demo(args) => demo::run(args),
         Command::VmTest(args) => vm::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Package(args) => package::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The chain of causes, without the backtrace anyhow would add
+            // under RUST_BACKTRACE: the last lines of a CI log must say
+            // what failed, not where in xtask the error was returned.
+            eprintln!("xtask: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
