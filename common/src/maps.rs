@@ -6,7 +6,7 @@ use crate::rules::BUCKET_SLOTS;
 
 /// Layout version of every map below. User space refuses to reuse pinned
 /// maps that carry another version and replaces them instead.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "dns_filter";
@@ -48,6 +48,9 @@ pub const MAP_RATE_LIMIT_CONFIG: &str = "RATE_LIMIT_CONFIG";
 /// LRU hash [`IpKey`] client → [`RateLimitBucket`]: the token bucket of
 /// each client that sent plain DNS while rate limiting was on.
 pub const MAP_RATE_LIMIT: &str = "RATE_LIMIT";
+/// Array of one [`FallbackConfig`]: where allowed plain queries go while
+/// the controller's heartbeat is stale.
+pub const MAP_FALLBACK: &str = "FALLBACK";
 
 /// Default number of buckets in each rule set when nothing else is
 /// configured: room for about a million rules at 90 % load.
@@ -238,13 +241,22 @@ pub enum Counter {
     /// Plain DNS queries dropped because their client was over its rate
     /// limit.
     RateLimited = 12,
+    /// Plain DNS queries for the router sent to the fallback resolver's
+    /// port because the controller's heartbeat was stale.
+    Fallback = 13,
+    /// UDP datagrams from a LAN client straight to the fallback resolver's
+    /// port, dropped: that resolver filters nothing.
+    FallbackPortDropped = 14,
+    /// Replies from the fallback resolver's port given port 53 as their
+    /// source on the way out.
+    FallbackReplies = 15,
 }
 
 /// Number of counters in [`MAP_COUNTERS`].
 pub const COUNTER_COUNT: u32 = 16;
 
 /// Names of the counters as `dnsgate stats --json` prints them, by index.
-pub const COUNTER_NAMES: [&str; 13] = [
+pub const COUNTER_NAMES: [&str; 16] = [
     "seen",
     "blocked",
     "allowed",
@@ -258,6 +270,9 @@ pub const COUNTER_NAMES: [&str; 13] = [
     "doq_dropped",
     "events_lost",
     "rate_limited",
+    "fallback",
+    "fallback_port_dropped",
+    "fallback_replies",
 ];
 
 /// [`InterceptConfig::flags`]: plain DNS (UDP/53) to other resolvers is
@@ -347,6 +362,38 @@ impl RateLimitConfig {
     }
 }
 
+/// The fallback for allowed plain queries while the controller is down.
+/// All zero (the state before user space writes it) turns it off.
+///
+/// The controller writes `heartbeat_ns` every second. When it is older than
+/// `stale_after_ns`, the XDP program sends UDP queries for the router that
+/// it does not answer itself to `port` on the same address (the router's
+/// stock resolver, such as dnsmasq), and the TC egress program gives the
+/// replies port 53 as their source again. Blocked names are still answered
+/// in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct FallbackConfig {
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) when the controller last
+    /// wrote this value.
+    pub heartbeat_ns: u64,
+    /// Age of the heartbeat after which the fallback takes over.
+    pub stale_after_ns: u64,
+    /// The fallback resolver's UDP port on the router, host byte order;
+    /// 0 turns the fallback off.
+    pub port: u16,
+    /// Always zero.
+    pub padding: [u8; 6],
+}
+
+impl FallbackConfig {
+    /// Whether queries go to the fallback port at time `now_ns`.
+    #[inline(always)]
+    pub fn diverts(&self, now_ns: u64) -> bool {
+        self.port != 0 && now_ns.saturating_sub(self.heartbeat_ns) > self.stale_after_ns
+    }
+}
+
 /// Value of [`MAP_RATE_LIMIT`], host byte order. Updated without atomics
 /// from several CPUs, so two queries from one client that arrive at the
 /// same moment on two CPUs may both pass on the same credit.
@@ -377,11 +424,24 @@ mod pod {
     unsafe impl aya::Pod for super::RateLimitConfig {}
     // SAFETY: as above: sixteen bytes, no padding.
     unsafe impl aya::Pod for super::RateLimitBucket {}
+    // SAFETY: as above: 24 bytes, the padding spelt out as a field.
+    unsafe impl aya::Pod for super::FallbackConfig {}
 }
 
 #[cfg(test)]
 mod tests {
-    use super::RateLimitConfig;
+    use super::{FallbackConfig, RateLimitConfig};
+
+    #[test]
+    fn fallback_diverts_only_when_on_and_stale() {
+        let config = FallbackConfig { heartbeat_ns: 10_000, stale_after_ns: 3_000, port: 54, padding: [0; 6] };
+        assert!(!config.diverts(10_000), "a fresh heartbeat keeps queries on port 53");
+        assert!(!config.diverts(13_000), "exactly the stale age is not stale yet");
+        assert!(config.diverts(13_001));
+        assert!(!config.diverts(5_000), "a heartbeat from the future is fresh");
+        assert!(!FallbackConfig { port: 0, ..config }.diverts(u64::MAX), "port 0 turns the fallback off");
+        assert!(!FallbackConfig::default().diverts(u64::MAX));
+    }
 
     #[test]
     fn rate_limit_config_in_nanoseconds() {

@@ -147,11 +147,29 @@ pub struct DataplaneSettings {
     /// Queries a client may send at once above the rate; 0 means one
     /// second's worth (`rate_limit_qps`).
     pub rate_limit_burst: u32,
+    /// UDP port of a resolver on the router (its stock one, such as
+    /// dnsmasq) that answers allowed plain queries while the controller is
+    /// down: once no heartbeat came for `fallback_after_secs`, the kernel
+    /// sends them there. 0 (the default) turns the fallback off.
+    pub fallback_port: u16,
+    /// Seconds without a heartbeat from the controller after which the
+    /// fallback takes over.
+    pub fallback_after_secs: u32,
 }
 
 impl DataplaneSettings {
     /// Largest `rate_limit_qps` accepted.
     pub const MAX_RATE_LIMIT_QPS: u32 = 1_000_000;
+    /// Default of `fallback_after_secs`.
+    pub const DEFAULT_FALLBACK_AFTER_SECS: u32 = 3;
+    /// Largest `fallback_after_secs` accepted.
+    pub const MAX_FALLBACK_AFTER_SECS: u32 = 300;
+
+    /// The fallback as (port, seconds without a heartbeat before it takes
+    /// over); `None` while it is off.
+    pub fn fallback(&self) -> Option<(u16, u32)> {
+        (self.fallback_port != 0).then_some((self.fallback_port, self.fallback_after_secs))
+    }
 
     /// The rate limit as (queries per second, burst), with the burst
     /// filled in; `None` while the limit is off.
@@ -178,6 +196,8 @@ impl Default for DataplaneSettings {
             detach_on_stop: false,
             rate_limit_qps: 0,
             rate_limit_burst: 0,
+            fallback_port: 0,
+            fallback_after_secs: DataplaneSettings::DEFAULT_FALLBACK_AFTER_SECS,
         }
     }
 }
@@ -388,6 +408,22 @@ impl Config {
                 reason: format!("must be at most {} (0 turns the limit off)", DataplaneSettings::MAX_RATE_LIMIT_QPS),
             });
         }
+        if self.dataplane.fallback_port != 0 && self.dataplane.fallback_port == self.server.dns_port {
+            return Err(ConfigError::Invalid {
+                key: "dataplane.fallback_port",
+                reason: format!(
+                    "must differ from server.dns_port ({}): it is the port of another resolver on the router, such \
+                     as dnsmasq moved to port 54",
+                    self.server.dns_port
+                ),
+            });
+        }
+        if !(1..=DataplaneSettings::MAX_FALLBACK_AFTER_SECS).contains(&self.dataplane.fallback_after_secs) {
+            return Err(ConfigError::Invalid {
+                key: "dataplane.fallback_after_secs",
+                reason: format!("must be between 1 and {}", DataplaneSettings::MAX_FALLBACK_AFTER_SECS),
+            });
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid {
                 key: "tls.cert_file",
@@ -461,6 +497,27 @@ resolver_name = "router.lan"
         assert_eq!(config.resolver.upstreams.len(), 1);
         assert_eq!(config.server.doh_port, 8443);
         assert_eq!(config.tls.resolver_name.as_deref(), Some("router.lan"));
+    }
+
+    #[test]
+    fn fallback_keys_parse_and_are_checked() {
+        assert_eq!(Config::default().dataplane.fallback(), None, "off by default");
+        let config = Config::parse("[dataplane]\nfallback_port = 54\n", Path::new("x.toml")).unwrap();
+        assert_eq!(config.dataplane.fallback(), Some((54, DataplaneSettings::DEFAULT_FALLBACK_AFTER_SECS)));
+        let config =
+            Config::parse("[dataplane]\nfallback_port = 5335\nfallback_after_secs = 10\n", Path::new("x.toml")).unwrap();
+        assert_eq!(config.dataplane.fallback(), Some((5335, 10)));
+
+        for (text, key) in [
+            ("[dataplane]\nfallback_port = 53\n", "dataplane.fallback_port"),
+            ("[dataplane]\nfallback_port = 54\nfallback_after_secs = 0\n", "dataplane.fallback_after_secs"),
+            ("[dataplane]\nfallback_after_secs = 301\n", "dataplane.fallback_after_secs"),
+        ] {
+            let error = Config::parse(text, Path::new("x.toml")).unwrap_err();
+            assert!(matches!(error, ConfigError::Invalid { key: k, .. } if k == key), "{text}: {error}");
+        }
+        let error = Config::parse("[dataplane]\nfallback_port = 70000\n", Path::new("x.toml")).unwrap_err();
+        assert!(error.to_string().contains("fallback_port"), "{error}");
     }
 
     #[test]

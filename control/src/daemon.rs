@@ -126,6 +126,17 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         if rate != 0 {
             info!(rate, burst, "rate limiting plain DNS queries per client");
         }
+        let (fallback_port, fallback_after) = config.dataplane.fallback().unwrap_or((0, 1));
+        loaded
+            .set_fallback(fallback_port, std::time::Duration::from_secs(u64::from(fallback_after)))
+            .context("writing the fallback settings failed")?;
+        if fallback_port != 0 {
+            info!(
+                port = fallback_port,
+                after_secs = fallback_after,
+                "while this controller is down, allowed plain queries go to the fallback resolver"
+            );
+        }
         if config.querylog.kernel_answers {
             // The query log matters less than DNS: without the buffers the
             // daemon runs on and the kernel answers go unlogged.
@@ -207,6 +218,15 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         .await
         .context("starting the DNS listeners failed")?;
     let metrics = config.metrics.clone();
+    let heartbeat_task = match dataplane.as_ref().map(Dataplane::heartbeat).transpose() {
+        Ok(heartbeat) => heartbeat.map(spawn_heartbeat),
+        // Without the heartbeat the fallback would take over while this
+        // controller serves.
+        Err(error) if config.dataplane.fallback().is_some() => {
+            return Err(error).context("opening the heartbeat of the fallback failed");
+        }
+        Err(_) => None,
+    };
     let controller = Arc::new(Controller::new(Parts {
         source,
         config,
@@ -253,6 +273,9 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         }
     }
     admin_task.abort();
+    if let Some(task) = heartbeat_task {
+        task.abort();
+    }
     for task in event_readers {
         task.abort();
     }
@@ -284,6 +307,30 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
     // The socket file goes last: `dnsgate stop` waits for it to vanish.
     drop(admin);
     Ok(())
+}
+
+/// How often the controller tells the kernel it is alive; the fallback
+/// waits at least a second (`dataplane.fallback_after_secs`).
+const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Writes the heartbeat of the fallback until aborted.
+fn spawn_heartbeat(mut heartbeat: crate::dataplane::Heartbeat) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            match heartbeat.beat() {
+                Ok(()) => failing = false,
+                Err(error) if !failing => {
+                    warn!(%error, "writing the heartbeat failed: the fallback resolver may answer while dnsgate runs");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    })
 }
 
 /// Binds the Prometheus endpoint. A failure is logged and the daemon runs
@@ -328,9 +375,9 @@ fn attach_all(dataplane: &mut Dataplane, interfaces: &[String], attachments: &mu
     Ok(())
 }
 
-/// Writes the interception settings and, when plain DNS is intercepted,
-/// attaches the egress program that restores reply sources to every LAN
-/// port. Redirected queries go to the first IPv4 address and the first
+/// Writes the interception settings and, when plain DNS is intercepted or
+/// the fallback is on, attaches the egress program that restores reply
+/// sources to every LAN port. Redirected queries go to the first IPv4 address and the first
 /// routable IPv6 address of the LAN interfaces.
 fn start_intercept(
     dataplane: &mut Dataplane,
@@ -364,10 +411,16 @@ fn start_intercept(
     };
     // The TC program goes on before the XDP program starts redirecting:
     // without it, replies to redirected queries would leave with the
-    // router's address and clients would drop them.
-    if settings.enabled && (router_v4.is_some() || router_v6.is_some()) {
+    // router's address and clients would drop them. The fallback needs it
+    // as well, for replies leaving from the fallback port.
+    let intercepting = settings.enabled && (router_v4.is_some() || router_v6.is_some());
+    let fallback = config.dataplane.fallback().is_some();
+    if intercepting || fallback {
         match attach_restores(dataplane, config, restores) {
-            Ok(()) => info!(?router_v4, ?router_v6, exempt = ?options.exempt, "intercepting DNS sent to other resolvers"),
+            Ok(()) if intercepting => {
+                info!(?router_v4, ?router_v6, exempt = ?options.exempt, "intercepting DNS sent to other resolvers")
+            }
+            Ok(()) => {}
             Err(error) => {
                 for attachment in restores.drain(..) {
                     if let Err(error) = dataplane.detach_restore(attachment) {
@@ -376,11 +429,14 @@ fn start_intercept(
                 }
                 warn!(
                     error = format!("{error:#}"),
-                    "DNS sent to other resolvers is not intercepted because the TC egress program could not be \
-                     attached; load the sch_ingress and cls_bpf kernel modules (kmod-sched-core and kmod-sched-bpf \
-                     on OpenWrt) and restart dnsgate"
+                    "DNS sent to other resolvers is not intercepted and the fallback is off because the TC egress \
+                     program could not be attached; load the sch_ingress and cls_bpf kernel modules \
+                     (kmod-sched-core and kmod-sched-bpf on OpenWrt) and restart dnsgate"
                 );
                 options.dns = false;
+                dataplane
+                    .set_fallback(0, std::time::Duration::from_secs(1))
+                    .context("turning the fallback off failed")?;
             }
         }
     }

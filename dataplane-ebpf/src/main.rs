@@ -14,6 +14,7 @@
 mod answer;
 mod checksum;
 mod events;
+mod fallback;
 mod intercept;
 mod maps;
 mod packet;
@@ -46,6 +47,8 @@ pub fn dns_filter(ctx: XdpContext) -> u32 {
         Outcome::DotRefused => (Counter::DotRefused, xdp_action::XDP_TX),
         Outcome::DoqDropped => (Counter::DoqDropped, xdp_action::XDP_DROP),
         Outcome::RateLimited => (Counter::RateLimited, xdp_action::XDP_DROP),
+        Outcome::Fallback => (Counter::Fallback, xdp_action::XDP_PASS),
+        Outcome::FallbackPortDropped => (Counter::FallbackPortDropped, xdp_action::XDP_DROP),
     };
     if matches!(outcome, Outcome::ToUserSpace | Outcome::Answered | Outcome::TxFailed | Outcome::Aborted) {
         maps::count(Counter::Seen);
@@ -57,8 +60,9 @@ pub fn dns_filter(ctx: XdpContext) -> u32 {
     action
 }
 
-/// Gives replies to redirected queries their original source address on
-/// the way out of a LAN port. Lets every frame pass.
+/// Gives replies from the fallback port source port 53, and replies to
+/// redirected queries their original source address, on the way out of a
+/// LAN port. Lets every frame pass.
 #[classifier]
 pub fn restore_source(ctx: TcContext) -> i32 {
     restore::restore(&ctx);

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use dnsgate_common::{
     maps::{
-        Bucket, ClientIntercepts, Counter, DataplaneConfig, EventHeader, FlowKey, InterceptConfig, IpKey,
+        Bucket, ClientIntercepts, Counter, DataplaneConfig, EventHeader, FallbackConfig, FlowKey, InterceptConfig, IpKey,
         RateLimitBucket, RateLimitConfig, RATE_LIMIT_CAPACITY,
         CLIENTS_CAPACITY, COUNTER_COUNT, DEFAULT_RULES_ENTRIES, INTERCEPT_CLIENTS_CAPACITY,
         INTERCEPT_EXEMPT_CAPACITY, INTERCEPT_FLOWS_CAPACITY, OVERLAY_CAPACITY,
@@ -60,6 +60,9 @@ pub static INTERCEPT_CLIENTS: LruHashMap<IpKey, ClientIntercepts> =
 
 #[map]
 pub static RATE_LIMIT_CONFIG: Array<RateLimitConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static FALLBACK: Array<FallbackConfig> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static RATE_LIMIT: LruHashMap<IpKey, RateLimitBucket> = LruHashMap::with_max_entries(RATE_LIMIT_CAPACITY, 0);

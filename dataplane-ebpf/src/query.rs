@@ -14,7 +14,7 @@ use dnsgate_common::{
 };
 
 use crate::{
-    answer, intercept, ratelimit,
+    answer, fallback, intercept, ratelimit,
     maps::{load, lookup_rule, store, ACTIVE_SET, CLIENTS, CONFIG, LABELS, ROUTER_ADDRS},
     packet::{load_bytes, load_u16, load_u8},
 };
@@ -44,6 +44,11 @@ pub enum Outcome {
     /// A UDP datagram to port 53 from a client over its rate limit,
     /// dropped.
     RateLimited,
+    /// A query not answered in the kernel, sent to the fallback port
+    /// because the controller's heartbeat is stale.
+    Fallback,
+    /// A UDP datagram from a client straight to the fallback port, dropped.
+    FallbackPortDropped,
 }
 
 const ETH_P_IP: u16 = 0x0800;
@@ -106,22 +111,27 @@ pub fn handle(ctx: &XdpContext) -> Outcome {
     store(unsafe { &mut (*labels).intercepted }, 0);
     let outcome = parse_and_judge(ctx);
     // SAFETY: as above.
-    if load(unsafe { &(*labels).intercepted }) == 0 {
-        return outcome;
-    }
-    // Whatever the kernel did not answer goes to dnsgate, which answers
-    // malformed queries too, rather than to the resolver the client chose.
-    match outcome {
-        Outcome::NotDns | Outcome::Malformed | Outcome::ToUserSpace | Outcome::TxFailed => {
-            intercept::redirect(ctx)
+    let outcome = if load(unsafe { &(*labels).intercepted }) == 0 {
+        outcome
+    } else {
+        // Whatever the kernel did not answer goes to dnsgate, which answers
+        // malformed queries too, rather than to the resolver the client
+        // chose.
+        match outcome {
+            Outcome::NotDns | Outcome::Malformed | Outcome::ToUserSpace | Outcome::TxFailed => {
+                intercept::redirect(ctx)
+            }
+            Outcome::Answered
+            | Outcome::Aborted
+            | Outcome::Redirected
+            | Outcome::DotRefused
+            | Outcome::DoqDropped
+            | Outcome::RateLimited
+            | Outcome::Fallback
+            | Outcome::FallbackPortDropped => outcome,
         }
-        Outcome::Answered
-        | Outcome::Aborted
-        | Outcome::Redirected
-        | Outcome::DotRefused
-        | Outcome::DoqDropped
-        | Outcome::RateLimited => outcome,
-    }
+    };
+    fallback::divert(ctx, outcome)
 }
 
 /// Parses the frame and judges the query. A query to another resolver that
@@ -173,6 +183,7 @@ fn parse_frame(ctx: &XdpContext) -> Result<Frame, Outcome> {
                 if protocol != IPPROTO_UDP {
                     return Err(Outcome::NotDns);
                 }
+                fallback::reject_direct(ctx, l3 + 20)?;
             } else {
                 intercept::classify(ctx, l3, false, protocol, IpKey::from_v4(source))?;
                 let labels = LABELS.get_ptr_mut(0).ok_or(Outcome::NotDns)?;
@@ -198,6 +209,7 @@ fn parse_frame(ctx: &XdpContext) -> Result<Frame, Outcome> {
                 if protocol != IPPROTO_UDP {
                     return Err(Outcome::NotDns);
                 }
+                fallback::reject_direct(ctx, l3 + 40)?;
             } else {
                 intercept::classify(ctx, l3, true, protocol, IpKey(source))?;
                 let labels = LABELS.get_ptr_mut(0).ok_or(Outcome::NotDns)?;

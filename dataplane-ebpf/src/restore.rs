@@ -1,7 +1,11 @@
-//! The TC egress program that gives replies to redirected queries the
-//! source address their client sent the query to (see `intercept.rs`).
+//! The TC egress program that gives replies the source their client sent
+//! the query to: port 53 for replies from the fallback resolver (see
+//! `fallback.rs`), and the original address for replies to redirected
+//! queries (see `intercept.rs`).
 //!
-//! It runs on the LAN ports. A UDP datagram from port 53 of the router's
+//! It runs on the LAN ports. A UDP datagram from the fallback port of one
+//! of the router's addresses gets source port 53 first. Then a UDP
+//! datagram from port 53 of the router's
 //! address to a client port found in `INTERCEPT_FLOWS` gets the
 //! recorded address as its source; the flow entry is then removed, so a
 //! later query from the same port straight to the router is answered from
@@ -14,7 +18,7 @@ use aya_ebpf::{
 use dnsgate_common::maps::{Counter, FlowKey, IpKey, INTERCEPT_DNS};
 
 use crate::{
-    maps::{count, INTERCEPT_CONFIG, INTERCEPT_FLOWS},
+    maps::{count, FALLBACK, INTERCEPT_CONFIG, INTERCEPT_FLOWS, ROUTER_ADDRS},
     query::{ETH_P_8021Q, IPPROTO_UDP},
 };
 
@@ -24,13 +28,73 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const L4_FLAGS: u64 = (BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0) as u64 | 4;
 const DNS_PORT: u16 = 53;
 
-/// Restores the source address of one frame if it is a reply to a
+/// Flags of `bpf_l4_csum_replace` for a 2-byte port.
+const PORT_FLAGS: u64 = BPF_F_MARK_MANGLED_0 as u64 | 2;
+
+/// Restores the source port of one frame if it is a reply from the
+/// fallback resolver, then its source address if it is a reply to a
 /// redirected query. Never drops anything.
 #[inline(always)]
 pub fn restore(ctx: &TcContext) {
+    if restore_port(ctx).is_some() {
+        count(Counter::FallbackReplies);
+    }
     if try_restore(ctx).is_some() {
         count(Counter::RepliesRestored);
     }
+}
+
+/// Gives a UDP datagram from the fallback port of a router address source
+/// port 53. Replies leave from that port only to queries the XDP program
+/// sent there: it drops queries that clients send to it directly.
+#[inline(always)]
+fn restore_port(ctx: &TcContext) -> Option<()> {
+    let config = FALLBACK.get(0)?;
+    if config.port == 0 {
+        return None;
+    }
+    let mut l3 = 14;
+    let mut ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    if ethertype == ETH_P_8021Q {
+        ethertype = u16::from_be(ctx.load::<u16>(16).ok()?);
+        l3 = 18;
+    }
+    let (l4, source) = match ethertype {
+        ETH_P_IP => {
+            if ctx.load::<u8>(l3).ok()? != 0x45 || ctx.load::<u8>(l3 + 9).ok()? != IPPROTO_UDP {
+                return None;
+            }
+            // Only an unfragmented datagram or a first fragment carries
+            // the ports; the checksum update below is right for either.
+            if u16::from_be(ctx.load::<u16>(l3 + 6).ok()?) & 0x1fff != 0 {
+                return None;
+            }
+            (l3 + 20, IpKey::from_v4(ctx.load::<[u8; 4]>(l3 + 12).ok()?))
+        }
+        ETH_P_IPV6 => {
+            if ctx.load::<u8>(l3 + 6).ok()? != IPPROTO_UDP {
+                return None;
+            }
+            (l3 + 40, IpKey(ctx.load::<[u8; 16]>(l3 + 8).ok()?))
+        }
+        _ => return None,
+    };
+    let port = ctx.load::<[u8; 2]>(l4).ok()?;
+    if u16::from_be_bytes(port) != config.port {
+        return None;
+    }
+    // Forwarded traffic from a remote port with the same number is not a
+    // reply of the router's resolver.
+    // SAFETY: the value is only tested for presence.
+    unsafe { ROUTER_ADDRS.get(&source) }?;
+    let dns_port = DNS_PORT.to_be_bytes();
+    // As for the addresses below, both values are passed as they lie in
+    // memory.
+    let from = u16::from_ne_bytes(port) as u64;
+    let to = u16::from_ne_bytes(dns_port) as u64;
+    ctx.l4_csum_replace(l4 + 6, from, to, PORT_FLAGS).ok()?;
+    ctx.store(l4, &dns_port, 0).ok()?;
+    Some(())
 }
 
 #[inline(always)]

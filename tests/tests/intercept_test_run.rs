@@ -1,9 +1,12 @@
 //! Interception of DNS sent to other resolvers, run on crafted frames
 //! through `BPF_PROG_TEST_RUN`. The tests cover the XDP program's redirects,
 //! kernel answers, exemptions, DoT refusals and DoQ drops, the TC program's
-//! restored reply sources, and the bound on the state kept between the two.
+//! restored reply sources, and the bound on the state kept between the two;
+//! and the fallback for allowed queries while the controller is down, which
+//! shares the TC program.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use aya::programs::{TestRun, TestRunOptions};
 use dnsgate::dataplane::{Dataplane, InterceptOptions, LoadOptions, PROGRAM_NAME};
@@ -96,14 +99,20 @@ fn query_frame(client: Ipv4Addr, destination: Ipv4Addr, port: u16, name: &str) -
 /// Builds a reply from the router's port 53 to a client port, with correct
 /// checksums, as dnsgate's socket would send it.
 fn reply_frame(client: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
+    reply_from(ROUTER, 53, client, port, payload)
+}
+
+/// Builds a UDP datagram from `source`:`source_port` to a client port, with
+/// correct checksums.
+fn reply_from(source: Ipv4Addr, source_port: u16, client: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::new();
     frame.extend_from_slice(&CLIENT_MAC);
     frame.extend_from_slice(&ROUTER_MAC);
     frame.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut ip = Ipv4Header::new((8 + payload.len()) as u16, 64, IpNumber::UDP, ROUTER.octets(), client.octets())
+    let mut ip = Ipv4Header::new((8 + payload.len()) as u16, 64, IpNumber::UDP, source.octets(), client.octets())
         .expect("IPv4 header");
     ip.header_checksum = ip.calc_header_checksum();
-    let udp = UdpHeader::with_ipv4_checksum(53, port, &ip, payload).expect("UDP header");
+    let udp = UdpHeader::with_ipv4_checksum(source_port, port, &ip, payload).expect("UDP header");
     ip.write(&mut frame).expect("write IPv4");
     udp.write(&mut frame).expect("write UDP");
     frame.extend_from_slice(payload);
@@ -425,4 +434,142 @@ root_test!(ipv6_dot_syn_answered_with_rst, || {
     assert_eq!(tcp.acknowledgment_number(), 0x0a0b_0c0e);
     let header = tcp.to_header();
     assert_eq!(header.checksum, header.calc_checksum_ipv6(&ip, &[]).unwrap(), "TCP checksum");
+});
+
+/// The fallback resolver's port in these tests, as on OpenWrt.
+const FALLBACK_PORT: u16 = 54;
+
+/// A query to `destination`:`destination_port`.
+fn query_to_port(destination: Ipv4Addr, destination_port: u16, name: &str) -> Vec<u8> {
+    let spec = FrameSpec {
+        client: IpAddr::V4(CLIENT),
+        router: IpAddr::V4(destination),
+        source_port: 40_020,
+        destination_port,
+        vlan: None,
+    };
+    udp_frame(&spec, &dns_query(0x1234, name, TYPE_A, None))
+}
+
+/// A dataplane whose fallback is on with a heartbeat that is already
+/// stale (a delay of zero), as after the controller died.
+fn load_with_stale_heartbeat() -> Dataplane {
+    let mut dataplane = load();
+    dataplane.set_fallback(FALLBACK_PORT, Duration::ZERO).expect("fallback settings");
+    dataplane
+}
+
+root_test!(fresh_heartbeat_keeps_queries_on_port_53, || {
+    let mut dataplane = load();
+    dataplane.set_fallback(FALLBACK_PORT, Duration::from_secs(3600)).expect("fallback settings");
+    let frame = query_to_port(ROUTER, 53, "allowed.test");
+    let (action, out) = run_xdp(&dataplane, &frame);
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(out, frame, "a live controller gets the query unchanged");
+
+    // Straight to the fallback port: dropped, the resolver there filters
+    // nothing.
+    let (action, _) = run_xdp(&dataplane, &query_to_port(ROUTER, FALLBACK_PORT, "blocked.test"));
+    assert_eq!(action, XDP_DROP);
+    let counters = dataplane.counters().unwrap();
+    assert_eq!(counters.fallback, 0);
+    assert_eq!(counters.fallback_port_dropped, 1);
+    assert_eq!(counters.allowed, 1);
+
+    // With the fallback off, port 54 is nobody's business.
+    dataplane.set_fallback(0, Duration::ZERO).expect("fallback off");
+    let direct = query_to_port(ROUTER, FALLBACK_PORT, "blocked.test");
+    assert_eq!(run_xdp(&dataplane, &direct), (XDP_PASS, direct.clone()));
+    assert_eq!(run_xdp(&dataplane, &frame), (XDP_PASS, frame.clone()), "port 0 never diverts");
+});
+
+root_test!(stale_heartbeat_sends_allowed_queries_to_the_fallback_port, || {
+    let dataplane = load_with_stale_heartbeat();
+    let frame = query_to_port(ROUTER, 53, "allowed.test");
+    let (action, out) = run_xdp(&dataplane, &frame);
+    assert_eq!(action, XDP_PASS);
+    let ip = checked_ipv4(&out);
+    assert_eq!(ip.destination, ROUTER.octets());
+    assert_eq!(u16::from_be_bytes([out[34], out[35]]), 40_020, "source port kept");
+    assert_eq!(u16::from_be_bytes([out[36], out[37]]), FALLBACK_PORT);
+    assert_eq!(u16::from_be_bytes([out[40], out[41]]), 0, "no checksum, which is valid over IPv4");
+    assert_eq!(&out[42..], &frame[42..], "DNS message unchanged");
+
+    // Blocked names are still answered in the kernel.
+    let (action, out) = run_xdp(&dataplane, &query_to_port(ROUTER, 53, "blocked.test"));
+    assert_eq!(action, XDP_TX);
+    let answer = parse_answer(&out).expect("answer frame is well formed");
+    assert_eq!(answer.source_port, 53);
+
+    // An intercepted query goes to the router's fallback port as well, and
+    // its reply gets back both the port and the asked address.
+    let (action, out) = run_xdp(&dataplane, &query_frame(CLIENT, FOREIGN, 40_021, "allowed.test"));
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(checked_ipv4(&out).destination, ROUTER.octets());
+    assert_eq!(u16::from_be_bytes([out[36], out[37]]), FALLBACK_PORT);
+    let counters = dataplane.counters().unwrap();
+    assert_eq!(counters.fallback, 2);
+    assert_eq!(counters.redirected, 1);
+    assert_eq!(counters.blocked, 1);
+
+    let payload = b"a reply from the stock resolver";
+    let (action, out) = run_tc(&dataplane, &reply_from(ROUTER, FALLBACK_PORT, CLIENT, 40_021, payload));
+    assert_eq!(action, TC_ACT_OK);
+    let ip = checked_ipv4(&out);
+    assert_eq!(ip.source, FOREIGN.octets(), "the reply comes from the address the client asked");
+    assert_eq!(u16::from_be_bytes([out[34], out[35]]), 53);
+    let expected = UdpHeader::with_ipv4_checksum(53, 40_021, &ip, payload).unwrap();
+    assert_eq!(u16::from_be_bytes([out[40], out[41]]), expected.checksum, "UDP checksum");
+
+    let (_, out) = run_tc(&dataplane, &reply_from(ROUTER, FALLBACK_PORT, CLIENT, 40_020, payload));
+    let ip = checked_ipv4(&out);
+    assert_eq!(ip.source, ROUTER.octets());
+    assert_eq!(u16::from_be_bytes([out[34], out[35]]), 53);
+    let expected = UdpHeader::with_ipv4_checksum(53, 40_020, &ip, payload).unwrap();
+    assert_eq!(u16::from_be_bytes([out[40], out[41]]), expected.checksum, "UDP checksum");
+    let counters = dataplane.counters().unwrap();
+    assert_eq!(counters.fallback_replies, 2);
+    assert_eq!(counters.replies_restored, 1);
+
+    // Forwarded traffic from a remote port 54 is left alone.
+    let forwarded = reply_from(FOREIGN, FALLBACK_PORT, CLIENT, 40_022, payload);
+    assert_eq!(run_tc(&dataplane, &forwarded).1, forwarded);
+    assert_eq!(dataplane.counters().unwrap().fallback_replies, 2);
+});
+
+root_test!(ipv6_stale_heartbeat_diverts_with_a_valid_checksum, || {
+    let dataplane = load_with_stale_heartbeat();
+    let frame = query_frame_v6(ROUTER6, 40_030, "allowed.test");
+    let (action, out) = run_xdp(&dataplane, &frame);
+    assert_eq!(action, XDP_PASS);
+    let ip = ipv6_header(&out);
+    assert_eq!(u16::from_be_bytes([out[56], out[57]]), FALLBACK_PORT);
+    let payload = &out[62..];
+    assert_eq!(payload, &frame[62..], "DNS message unchanged");
+    let expected = UdpHeader::with_ipv6_checksum(40_030, FALLBACK_PORT, &ip, payload).unwrap();
+    assert_eq!(u16::from_be_bytes([out[60], out[61]]), expected.checksum, "UDP checksum");
+
+    let mut reply = Vec::new();
+    reply.extend_from_slice(&CLIENT_MAC);
+    reply.extend_from_slice(&ROUTER_MAC);
+    reply.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let reply_payload = b"a reply from the stock resolver";
+    let header = Ipv6Header {
+        traffic_class: 0,
+        flow_label: Default::default(),
+        payload_length: (8 + reply_payload.len()) as u16,
+        next_header: IpNumber::UDP,
+        hop_limit: 64,
+        source: ROUTER6.octets(),
+        destination: CLIENT6.octets(),
+    };
+    let udp = UdpHeader::with_ipv6_checksum(FALLBACK_PORT, 40_030, &header, reply_payload).unwrap();
+    header.write(&mut reply).unwrap();
+    udp.write(&mut reply).unwrap();
+    reply.extend_from_slice(reply_payload);
+    let (action, out) = run_tc(&dataplane, &reply);
+    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(u16::from_be_bytes([out[54], out[55]]), 53);
+    let expected = UdpHeader::with_ipv6_checksum(53, 40_030, &ipv6_header(&out), reply_payload).unwrap();
+    assert_eq!(u16::from_be_bytes([out[60], out[61]]), expected.checksum, "UDP checksum");
 });

@@ -44,7 +44,7 @@ const RELOADABLE_KEYS: [&str; 2] = ["lists", "budget"];
 const RELOADABLE_INTERCEPT_KEYS: [&str; 1] = ["doh_resolver_lists"];
 
 /// Keys of `[dataplane]` a reload applies.
-const RELOADABLE_DATAPLANE_KEYS: [&str; 7] = [
+const RELOADABLE_DATAPLANE_KEYS: [&str; 8] = [
     "block_mode",
     "block_ttl",
     "sinkhole_v4",
@@ -52,6 +52,7 @@ const RELOADABLE_DATAPLANE_KEYS: [&str; 7] = [
     "detach_on_stop",
     "rate_limit_qps",
     "rate_limit_burst",
+    "fallback_after_secs",
 ];
 
 /// The origin of the daemon's configuration, so a reload reads it the same
@@ -349,6 +350,14 @@ impl Controller {
             dataplane.set_config(current).map_err(|error| format!("writing the block mode failed: {error}"))?;
             let (rate, burst) = config.dataplane.rate_limit().unwrap_or((0, 0));
             dataplane.set_rate_limit(rate, burst).map_err(|error| format!("writing the rate limit failed: {error}"))?;
+            // The port takes effect at restart (the egress program is
+            // attached then); the delay now.
+            let port = dataplane.fallback().port;
+            if port != 0 {
+                dataplane
+                    .set_fallback(port, Duration::from_secs(u64::from(config.dataplane.fallback_after_secs)))
+                    .map_err(|error| format!("writing the fallback failed: {error}"))?;
+            }
         }
         let restart_needed = {
             let mut running = lock(&self.config);

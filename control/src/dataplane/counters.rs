@@ -42,6 +42,13 @@ pub struct CounterValues {
     /// Plain DNS queries dropped because their client was over its rate
     /// limit.
     pub rate_limited: u64,
+    /// Queries sent to the fallback resolver because the controller's
+    /// heartbeat was stale.
+    pub fallback: u64,
+    /// Datagrams from clients straight to the fallback port, dropped.
+    pub fallback_port_dropped: u64,
+    /// Replies from the fallback resolver given source port 53.
+    pub fallback_replies: u64,
 }
 
 impl CounterValues {
@@ -54,7 +61,7 @@ impl CounterValues {
             })?;
             Ok(values.iter().sum())
         };
-        debug_assert_eq!(COUNTER_NAMES.len(), 13);
+        debug_assert_eq!(COUNTER_NAMES.len(), 16);
         Ok(Self {
             seen: sum(Counter::Seen)?,
             blocked: sum(Counter::Blocked)?,
@@ -69,6 +76,9 @@ impl CounterValues {
             doq_dropped: sum(Counter::DoqDropped)?,
             events_lost: sum(Counter::EventsLost)?,
             rate_limited: sum(Counter::RateLimited)?,
+            fallback: sum(Counter::Fallback)?,
+            fallback_port_dropped: sum(Counter::FallbackPortDropped)?,
+            fallback_replies: sum(Counter::FallbackReplies)?,
         })
     }
 }

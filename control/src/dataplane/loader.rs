@@ -10,7 +10,8 @@ use aya::{
 use dnsgate_common::maps::{
     DataplaneConfig, IpKey, LAYOUT_VERSION, MAP_ACTIVE_SET, MAP_CLIENTS, MAP_CONFIG, MAP_COUNTERS, MAP_EVENTS,
     MAP_INTERCEPT_CLIENTS, MAP_INTERCEPT_CONFIG, MAP_INTERCEPT_EXEMPT, MAP_INTERCEPT_FLOWS, MAP_OVERLAY,
-    MAP_RATE_LIMIT, MAP_RATE_LIMIT_CONFIG, MAP_ROUTER_ADDRS, MAP_RULES, PROGRAM_NAME, RateLimitConfig,
+    MAP_FALLBACK, MAP_RATE_LIMIT, MAP_RATE_LIMIT_CONFIG, MAP_ROUTER_ADDRS, MAP_RULES, PROGRAM_NAME, RateLimitConfig,
+    FallbackConfig,
 };
 use tracing::{debug, info, warn};
 
@@ -25,7 +26,7 @@ use super::{DataplaneError, object_bytes};
 /// so a program left attached by a controller that died keeps reading the
 /// same maps the next controller writes. `LABELS` is the per-CPU scratch
 /// space of the parser.
-const PINNED_MAPS: [&str; 15] = [
+const PINNED_MAPS: [&str; 16] = [
     MAP_CONFIG,
     MAP_ACTIVE_SET,
     MAP_RULES,
@@ -40,6 +41,7 @@ const PINNED_MAPS: [&str; 15] = [
     MAP_EVENTS,
     MAP_RATE_LIMIT_CONFIG,
     MAP_RATE_LIMIT,
+    MAP_FALLBACK,
     "LABELS",
 ];
 
@@ -91,6 +93,8 @@ pub struct Dataplane {
     /// The id of the program an adopted link kept running, when it is not
     /// the one loaded here.
     pub(super) running: Option<u32>,
+    /// The fallback settings last written, shared with the [`Heartbeat`].
+    fallback: std::sync::Arc<std::sync::Mutex<FallbackConfig>>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -167,6 +171,7 @@ impl Dataplane {
             pin,
             adopted,
             running: None,
+            fallback: Default::default(),
         };
         if adopted {
             // A program attached by the previous controller reads these maps
@@ -284,7 +289,45 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Replaces the router's own addresses: only queries to these are judged.
+    /// Sets the fallback for allowed plain queries (see [`FallbackConfig`]):
+    /// while no heartbeat came for `stale_after`, the kernel sends them to
+    /// UDP `port` on the router. `port` 0 turns it off. Counts as a
+    /// heartbeat.
+    pub fn set_fallback(&mut self, port: u16, stale_after: std::time::Duration) -> Result<(), DataplaneError> {
+        let settings = FallbackConfig {
+            heartbeat_ns: 0,
+            stale_after_ns: u64::try_from(stale_after.as_nanos()).unwrap_or(u64::MAX),
+            port,
+            padding: [0; 6],
+        };
+        let shared = self.fallback.clone();
+        let mut current = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map: Array<_, FallbackConfig> = self.map_mut(MAP_FALLBACK)?;
+        write_heartbeat(&mut map, settings)?;
+        *current = settings;
+        debug!(port, ?stale_after, "fallback updated");
+        Ok(())
+    }
+
+    /// The fallback settings last written.
+    pub fn fallback(&self) -> FallbackConfig {
+        *self.fallback.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A handle that writes the controller's heartbeat through a map
+    /// descriptor of its own, so that it never waits for whoever holds the
+    /// [`Dataplane`] (a large rule set takes seconds to publish).
+    pub fn heartbeat(&self) -> Result<Heartbeat, DataplaneError> {
+        use aya::maps::IterableMap as _;
+        let array: Array<&MapData, FallbackConfig> = self.map(MAP_FALLBACK)?;
+        let id = array.map().info().map_err(|source| map_error(MAP_FALLBACK, "reading the id", source))?.id();
+        let own = MapData::from_id(id).map_err(|source| map_error(MAP_FALLBACK, "opening", source))?;
+        let map = Array::try_from(aya::maps::Map::Array(own))
+            .map_err(|source| map_error(MAP_FALLBACK, "opening", source))?;
+        Ok(Heartbeat { map, settings: self.fallback.clone() })
+    }
+
+    /// Replaces the router's own addresses: only queries to these are judged.    /// Replaces the router's own addresses: only queries to these are judged.
     pub fn set_router_addresses(&mut self, addresses: &[std::net::IpAddr]) -> Result<(), DataplaneError> {
         let mut map: aya::maps::HashMap<_, IpKey, u32> = self.map_mut(MAP_ROUTER_ADDRS)?;
         let wanted: Vec<IpKey> = addresses.iter().map(|address| ip_key(*address)).collect();
@@ -436,4 +479,37 @@ fn raise_memlock_limit() {
     if result != 0 {
         debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK; fine on kernels from 5.11");
     }
+}
+
+/// Writes the controller's heartbeat into the fallback settings (see
+/// [`Dataplane::heartbeat`]).
+pub struct Heartbeat {
+    map: Array<MapData, FallbackConfig>,
+    settings: std::sync::Arc<std::sync::Mutex<FallbackConfig>>,
+}
+
+impl Heartbeat {
+    /// Tells the kernel that the controller is alive, which keeps the
+    /// fallback off for its delay from now. Does nothing while the
+    /// fallback is off.
+    pub fn beat(&mut self) -> Result<(), DataplaneError> {
+        let settings = self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if settings.port == 0 {
+            return Ok(());
+        }
+        write_heartbeat(&mut self.map, *settings)
+    }
+}
+
+/// Writes `settings` with the current time as their heartbeat.
+fn write_heartbeat<T: std::borrow::BorrowMut<MapData>>(
+    map: &mut Array<T, FallbackConfig>,
+    settings: FallbackConfig,
+) -> Result<(), DataplaneError> {
+    // `bpf_ktime_get_ns` reads CLOCK_MONOTONIC too.
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|time| time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64)
+        .unwrap_or(0);
+    let value = FallbackConfig { heartbeat_ns: now, ..settings };
+    map.set(0, value, 0).map_err(|source| map_error(MAP_FALLBACK, "writing the heartbeat", source))
 }

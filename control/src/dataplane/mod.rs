@@ -18,7 +18,7 @@ pub use events::{EventBuffer, KernelAnswer, parse_event};
 pub use intercept::{
     ClientInterceptCount, InterceptOptions, RESTORE_PROGRAM_NAME, RestoreAttachment, read_pinned_intercept_clients,
 };
-pub use loader::{Dataplane, LoadOptions, PASS_PROGRAM_NAME, ip_key, layout_dir, prepare_layout_dir as prepare_pin_dir, remove_pins};
+pub use loader::{Dataplane, Heartbeat, LoadOptions, PASS_PROGRAM_NAME, ip_key, layout_dir, prepare_layout_dir as prepare_pin_dir, remove_pins};
 pub use dnsgate_common::maps::PROGRAM_NAME;
 pub use object::object_bytes;
 
