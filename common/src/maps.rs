@@ -387,7 +387,7 @@ pub struct FallbackConfig {
 }
 
 impl FallbackConfig {
-    /// Whether queries go to the fallback port at time `now_ns`.
+    /// Returns whether queries go to the fallback port at time `now_ns`.
     #[inline(always)]
     pub fn diverts(&self, now_ns: u64) -> bool {
         self.port != 0 && now_ns.saturating_sub(self.heartbeat_ns) > self.stale_after_ns

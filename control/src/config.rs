@@ -165,8 +165,8 @@ impl DataplaneSettings {
     /// Largest `fallback_after_secs` accepted.
     pub const MAX_FALLBACK_AFTER_SECS: u32 = 300;
 
-    /// The fallback as (port, seconds without a heartbeat before it takes
-    /// over); `None` while it is off.
+    /// Returns the fallback as (port, seconds without a heartbeat before it
+    /// takes over), or `None` while it is off.
     pub fn fallback(&self) -> Option<(u16, u32)> {
         (self.fallback_port != 0).then_some((self.fallback_port, self.fallback_after_secs))
     }

@@ -78,8 +78,8 @@ fn rewrite_port(ctx: &XdpContext, port: u16) -> Option<()> {
             return None;
         }
         store_u16(ctx, l4 + 2, port)?;
-        // UDP over IPv6 must carry a checksum (RFC 8200 §8.1); it is
-        // computed again over the whole datagram, which is right whatever
+        // UDP over IPv6 must carry a checksum (RFC 8200 §8.1). It is
+        // computed again over the whole datagram, so it is right whatever
         // state the old one was in (see `intercept.rs`).
         store_u16(ctx, l4 + 6, 0)?;
         let sum = sum_words(ctx, l3 + 8, 32)? + IPPROTO_UDP as u32 + udp_len as u32 + sum_words(ctx, l4, udp_len)?;

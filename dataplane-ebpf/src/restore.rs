@@ -79,6 +79,7 @@ fn restore_port(ctx: &TcContext) -> Option<()> {
         }
         _ => return None,
     };
+
     let port = ctx.load::<[u8; 2]>(l4).ok()?;
     if u16::from_be_bytes(port) != config.port {
         return None;
@@ -87,6 +88,7 @@ fn restore_port(ctx: &TcContext) -> Option<()> {
     // reply of the router's resolver.
     // SAFETY: the value is only tested for presence.
     unsafe { ROUTER_ADDRS.get(&source) }?;
+
     let dns_port = DNS_PORT.to_be_bytes();
     // As for the addresses below, both values are passed as they lie in
     // memory.

@@ -216,6 +216,7 @@ fn shipped_config_takes_over_dns() {
     assert_eq!(daemon.server.dns_port, 53);
     assert_eq!(daemon.tls.resolver_name.as_deref(), Some("openwrt.lan"));
     assert!(daemon.tls.cert_file.is_none(), "a certificate is generated in the state directory");
+    assert_eq!(daemon.dataplane.fallback(), Some((54, 3)), "dnsmasq answers while the daemon is down");
 
     let procd = root.procd();
     assert_eq!(procd.instances.len(), 1);
@@ -256,7 +257,20 @@ fn shipped_config_takes_over_dns() {
     assert_eq!(wan["src"], ["wan"]);
     assert_eq!(wan["target"], ["REJECT"]);
     assert_eq!(wan["dest_port"], ["853", "8443"]);
-    assert_eq!(rule("Reject-dnsgate-dnsmasq-port")["dest_port"], ["54"]);
+    let dnsmasq_port = rule("Reject-dnsgate-dnsmasq-port");
+    assert_eq!(dnsmasq_port["dest_port"], ["54"]);
+    assert_eq!(dnsmasq_port["proto"], ["tcp"], "the fallback needs UDP to port 54; XDP drops clients' own");
+
+    // Without the fallback, both protocols are rejected and the daemon gets
+    // no fallback port.
+    root.sh("uci set dnsgate.main.fallback=0 && uci commit dnsgate");
+    root.clear_calls();
+    assert_success(&root.init("start"), "start without the fallback");
+    assert_eq!(daemon_config(&root).dataplane.fallback(), None);
+    let procd = root.procd();
+    let rejected = procd.firewall.iter().find(|rule| rule["name"] == ["Reject-dnsgate-dnsmasq-port"]).unwrap();
+    assert_eq!(rejected["proto"], ["tcp", "udp"]);
+    root.sh("uci set dnsgate.main.fallback=1 && uci commit dnsgate");
 
     // Flash is written on the first start only.
     root.clear_calls();

@@ -14,10 +14,13 @@
 //! * configuration errors at start name the key and the reason.
 //!
 //! Allowed names are answered by user space: `localhost` needs no upstream,
-//! so "answered" means the controller serves. No fallback resolver is
-//! configured, so allowed names go unanswered while the controller is dead;
-//! the documented recovery is that they are answered again within
-//! [`ALLOWED_RECOVERY`] of the restarted daemon's start.
+//! so "answered" means the controller serves. The chaos test runs twice.
+//! Without a fallback resolver, allowed names go unanswered while the
+//! controller is dead; the documented recovery is that they are answered
+//! again within [`ALLOWED_RECOVERY`] of the restarted daemon's start. With
+//! `dataplane.fallback_port` set to a dnsmasq on port 54 of the router, they
+//! are answered by dnsmasq from [`FALLBACK_AFTER_SECS`] after the kill on,
+//! with port 53 as the replies' source.
 
 use std::{
     path::{Path, PathBuf},
@@ -42,6 +45,11 @@ const ROUTER_ADDRESS: &str = "198.18.11.2";
 /// (documented in ARCHITECTURE.md; loading the lists and the program takes
 /// about a second here).
 const ALLOWED_RECOVERY: Duration = Duration::from_secs(30);
+
+/// `dataplane.fallback_after_secs` in the chaos test with a fallback.
+const FALLBACK_AFTER_SECS: u64 = 1;
+/// Port of the fallback dnsmasq, as on OpenWrt.
+const FALLBACK_PORT: u16 = 54;
 
 /// Client and router namespaces joined by a veth pair, with a pass-through
 /// XDP program on the client end so native `XDP_TX` frames arrive.
@@ -157,6 +165,8 @@ struct Paths {
     state: PathBuf,
     blocklist: PathBuf,
     logs: PathBuf,
+    /// Lines added to the `[dataplane]` table of the configuration.
+    dataplane_extra: String,
 }
 
 impl Paths {
@@ -168,6 +178,7 @@ impl Paths {
             state: logs.join("state"),
             blocklist: logs.join("blocklist.txt"),
             logs: logs.to_owned(),
+            dataplane_extra: String::new(),
         };
         std::fs::write(&paths.blocklist, "||ads.example^\ntracker.example\n").unwrap();
         paths.write_config();
@@ -176,8 +187,9 @@ impl Paths {
 
     fn write_config(&self) {
         let text = format!(
-            "[dataplane]\nblock_mode = \"null\"\n\n[metrics]\nenabled = false\n\n\
+            "[dataplane]\nblock_mode = \"null\"\n{}\n[metrics]\nenabled = false\n\n\
              [[lists]]\nlocation = \"{}\"\nformat = \"adblock\"\n",
+            self.dataplane_extra,
             self.blocklist.display()
         );
         std::fs::write(&self.config, text).unwrap();
@@ -593,6 +605,7 @@ fn second_daemon_on_the_same_pin_dir_is_refused() {
         state: logs.0.join("state-third"),
         blocklist: paths.blocklist.clone(),
         logs: paths.logs.clone(),
+        dataplane_extra: String::new(),
     };
     let output = run_command(&topology.router, &topology.router_if, &other, &other.socket)
         .output()
@@ -657,7 +670,13 @@ fn second_daemon_on_the_same_pin_dir_is_refused() {
 }
 
 /// The phases of the chaos test, in order.
-const PHASES: [&str; 5] = ["steady", "killed", "restarted", "bad reload", "good reload"];
+const PHASES: [&str; 6] = ["steady", "killed", "killed, later", "restarted", "bad reload", "good reload"];
+const STEADY: usize = 0;
+const KILLED: usize = 1;
+const KILLED_LATER: usize = 2;
+const RESTARTED: usize = 3;
+const BAD_RELOAD: usize = 4;
+const GOOD_RELOAD: usize = 5;
 
 /// Per-phase counts of one query stream.
 #[derive(Debug, Default, Clone, Copy)]
@@ -721,10 +740,65 @@ fn chaos_kill_restart_and_reloads_never_lose_blocked_answers() {
     if !require_all("chaos_kill_restart_and_reloads_never_lose_blocked_answers") {
         return;
     }
-    let logs = TempDir::new("dgrel-chaos");
+    chaos("dgrel-chaos", false);
+}
+
+#[test]
+fn chaos_with_fallback_resolver() {
+    let test = "chaos_with_fallback_resolver";
+    if !require_all(test) || !require_tool("dnsmasq", "dnsmasq-base") {
+        return;
+    }
+    chaos("dgrel-fallback", true);
+}
+
+/// Starts dnsmasq on the fallback port of the router's address, answering
+/// `localhost` as dnsgate does, with no upstream and no files read.
+fn start_fallback_dnsmasq(router: &Namespace, logs: &Path) -> Process {
+    let mut command = router.command("dnsmasq");
+    command.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-poll",
+        "--bind-interfaces",
+        &format!("--port={FALLBACK_PORT}"),
+        &format!("--listen-address={ROUTER_ADDRESS}"),
+        "--address=/localhost/127.0.0.1",
+        &format!("--pid-file={}", logs.join("dnsmasq.pid").display()),
+        "--user=root",
+    ]);
+    let mut dnsmasq = Process::spawn("dnsmasq", &mut command, logs);
+    let ready = wait_for(Duration::from_secs(10), || {
+        dnsmasq.exited()
+            || router
+                .command("kdig")
+                .args([&format!("@{ROUTER_ADDRESS}"), "-p", &FALLBACK_PORT.to_string(), "localhost", "+short"])
+                .args(["+timeout=1", "+retry=0"])
+                .output()
+                .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "127.0.0.1")
+    });
+    let errors = std::fs::read_to_string(logs.join("dnsmasq.err")).unwrap_or_default();
+    assert!(!dnsmasq.exited(), "dnsmasq exited: {errors}");
+    assert!(ready, "dnsmasq did not answer on port {FALLBACK_PORT}: {errors}");
+    dnsmasq
+}
+
+/// Runs a steady bounded query stream while the controller is killed with
+/// SIGKILL, restarted, reloaded with a bad configuration and then with a
+/// good one. With `fallback`, a dnsmasq on port 54 is the fallback.
+fn chaos(label: &str, fallback: bool) {
+    let logs = TempDir::new(label);
     let bpffs = BpfFs::mount();
     let topology = Topology::new(&logs.0);
-    let paths = Paths::new(&logs.0, &bpffs);
+    let mut paths = Paths::new(&logs.0, &bpffs);
+    let _dnsmasq = fallback.then(|| start_fallback_dnsmasq(&topology.router, &logs.0));
+    if fallback {
+        paths.dataplane_extra =
+            format!("fallback_port = {FALLBACK_PORT}\nfallback_after_secs = {FALLBACK_AFTER_SECS}\n");
+        paths.write_config();
+    }
     let daemon = Daemon::start(&topology.router, &topology.router_if, &paths, "chaos-1");
 
     let phase = Arc::new(AtomicUsize::new(0));
@@ -750,12 +824,15 @@ fn chaos_kill_restart_and_reloads_never_lose_blocked_answers() {
 
     // steady
     std::thread::sleep(dwell);
-    // killed
-    phase.store(1, Ordering::SeqCst);
+    // killed: blocked names stay answered; allowed ones only with the
+    // fallback, once its delay is over.
+    phase.store(KILLED, Ordering::SeqCst);
     daemon.kill();
+    std::thread::sleep(Duration::from_secs(FALLBACK_AFTER_SECS) + Duration::from_millis(1500));
+    phase.store(KILLED_LATER, Ordering::SeqCst);
     std::thread::sleep(dwell);
     // restarted: allowed names must come back within ALLOWED_RECOVERY.
-    phase.store(2, Ordering::SeqCst);
+    phase.store(RESTARTED, Ordering::SeqCst);
     let spawned = Instant::now();
     *restart_mark.lock().unwrap() = Some(spawned);
     let daemon = Daemon::start(&topology.router, &topology.router_if, &paths, "chaos-2");
@@ -764,7 +841,7 @@ fn chaos_kill_restart_and_reloads_never_lose_blocked_answers() {
     });
     std::thread::sleep(dwell);
     // bad reload: refused with the key, the running configuration stays.
-    phase.store(3, Ordering::SeqCst);
+    phase.store(BAD_RELOAD, Ordering::SeqCst);
     std::fs::write(
         &paths.config,
         "[dataplane]\nblock_mode = \"nxdomain\"\nrule_buckets = 0\n",
@@ -797,7 +874,7 @@ fn chaos_kill_restart_and_reloads_never_lose_blocked_answers() {
     );
     std::thread::sleep(dwell);
     // good reload: a new blocked name takes effect.
-    phase.store(4, Ordering::SeqCst);
+    phase.store(GOOD_RELOAD, Ordering::SeqCst);
     std::fs::write(
         &paths.blocklist,
         "||ads.example^\ntracker.example\nlate.example\n",
@@ -827,10 +904,10 @@ fn chaos_kill_restart_and_reloads_never_lose_blocked_answers() {
         "chaos test, {:.1} s, unanswered/sent per phase:",
         total.as_secs_f64()
     );
-    println!("  {:<12} {:>14} {:>14}", "phase", "blocked", "allowed");
+    println!("  {:<14} {:>14} {:>14}", "phase", "blocked", "allowed");
     for (index, name) in PHASES.iter().enumerate() {
         println!(
-            "  {:<12} {:>8}/{:<5} {:>8}/{:<5}",
+            "  {:<14} {:>8}/{:<5} {:>8}/{:<5}",
             name,
             blocked_counts[index].unanswered,
             blocked_counts[index].sent,
@@ -854,7 +931,7 @@ fn chaos_kill_restart_and_reloads_never_lose_blocked_answers() {
         recovered,
         "allowed names were not answered within {ALLOWED_RECOVERY:?} of the restart"
     );
-    for index in [0, 3, 4] {
+    for index in [STEADY, BAD_RELOAD, GOOD_RELOAD] {
         assert!(allowed_counts[index].sent > 0);
         assert_eq!(
             allowed_counts[index].unanswered, 0,
@@ -862,10 +939,32 @@ fn chaos_kill_restart_and_reloads_never_lose_blocked_answers() {
             PHASES[index]
         );
     }
-    assert!(
-        allowed_counts[1].unanswered > 0,
-        "the controller really was dead in phase killed"
-    );
+    assert!(allowed_counts[KILLED_LATER].sent > 0);
+    if fallback {
+        assert_eq!(
+            allowed_counts[KILLED_LATER].unanswered, 0,
+            "the fallback did not answer allowed names {FALLBACK_AFTER_SECS} s after the kill"
+        );
+        let counters = paths.cli(&["stats", "--json"]);
+        let stats: Value = serde_json::from_slice(&counters.stdout).unwrap_or_default();
+        let kernel = &stats["dataplane"];
+        assert!(
+            kernel["fallback"].as_u64().is_some_and(|count| count >= allowed_counts[KILLED_LATER].sent as u64),
+            "every allowed query of the dead phase went to the fallback: {}",
+            text(&counters)
+        );
+        assert!(
+            kernel["fallback_replies"].as_u64().is_some_and(|count| count >= allowed_counts[KILLED_LATER].sent as u64),
+            "{}",
+            text(&counters)
+        );
+    } else {
+        assert!(
+            allowed_counts[KILLED_LATER].unanswered > 0,
+            "the controller really was dead in phase {}",
+            PHASES[KILLED_LATER]
+        );
+    }
     drop(daemon);
 }
 

@@ -53,15 +53,20 @@ check_upstream_url() {
 }
 
 emit_dataplane() {
-	local block_mode block_ttl
+	local block_mode block_ttl manage_dnsmasq fallback
 	config_get block_mode main block_mode null
 	config_get block_ttl main block_ttl 10
+	config_get_bool manage_dnsmasq main manage_dnsmasq 1
+	config_get_bool fallback main fallback 1
 	check_choice main.block_mode "$block_mode" "null nxdomain refused"
 	check_number main.block_ttl "$block_ttl" 0 604800
 
 	echo "[dataplane]"
 	echo "block_mode = $(toml_string "$block_mode")"
 	echo "block_ttl = $block_ttl"
+	# While the daemon is down, dnsmasq on its new port answers what the
+	# kernel does not.
+	[ "$manage_dnsmasq" = 1 ] && [ "$fallback" = 1 ] && echo "fallback_port = $DNSGATE_DNSMASQ_PORT"
 	echo
 }
 
