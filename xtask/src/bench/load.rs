@@ -36,6 +36,7 @@ pub enum Transport {
     Udp,
     Dot,
     Doh,
+    Doq,
 }
 
 impl Transport {
@@ -45,13 +46,14 @@ impl Transport {
             Self::Udp => "udp",
             Self::Dot => "dot",
             Self::Doh => "doh",
+            Self::Doq => "doq",
         }
     }
 
     fn port(self) -> u16 {
         match self {
             Self::Udp => 53,
-            Self::Dot => 853,
+            Self::Dot | Self::Doq => 853,
             Self::Doh => 443,
         }
     }
@@ -70,6 +72,8 @@ pub struct Load<'a> {
     pub seconds: u32,
     /// Concurrent sockets or connections (dnsperf `-c`).
     pub clients: u32,
+    /// Certificate (PEM) the servers present, which the DoQ client checks.
+    pub ca: &'a Path,
 }
 
 /// Figures of one load run.
@@ -132,8 +136,10 @@ const DOH_READY_TIMEOUT_SECONDS: u64 = 20;
 /// were not NOERROR (for DoH: not HTTP 2xx), which means the server is
 /// misconfigured rather than slow.
 pub fn run(topology: &Topology, load: &Load) -> Result<LoadResult> {
-    if load.transport == Transport::Doh {
-        return run_h2load(topology, load);
+    match load.transport {
+        Transport::Doh => return run_h2load(topology, load),
+        Transport::Doq => return run_doq_load(topology, load),
+        Transport::Udp | Transport::Dot => {}
     }
     let mut command = Command::new("ip");
     command
@@ -219,6 +225,49 @@ fn run_h2load(topology: &Topology, load: &Load) -> Result<LoadResult> {
     let result = parse_h2load(&stdout, &log_text, QUERY_TIMEOUT_SECONDS)?;
     check_answered(&result, &stdout)?;
     Ok(result)
+}
+
+/// Runs the project's DoQ load generator (`doq-load`, built with the
+/// benchmark) with the same rate, connection count, outstanding cap and
+/// timeout as dnsperf gets.
+fn run_doq_load(topology: &Topology, load: &Load) -> Result<LoadResult> {
+    let binary = std::env::current_dir()?.join("target/release/doq-load");
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &topology.client_ns, "taskset", "-c", &CLIENT_CORE.to_string()])
+        .args(["timeout", &(load.seconds + 30).to_string()])
+        .arg(&binary)
+        .args(["--server", &format!("{ROUTER_ADDR}:{}", load.transport.port()), "--ca"])
+        .arg(load.ca)
+        .arg("--queries")
+        .arg(load.queries)
+        .args(["--qps", &load.offered_qps.to_string(), "--seconds", &load.seconds.to_string()])
+        .args(["--connections", &load.clients.max(1).to_string()])
+        .args(["--max-outstanding", &MAX_OUTSTANDING.to_string()])
+        .args(["--timeout-ms", &(QUERY_TIMEOUT_SECONDS * 1000).to_string()]);
+    let output = command.output().with_context(|| format!("failed to run {}", binary.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("doq-load failed with {}: {}", output.status, tail(&String::from_utf8_lossy(&output.stderr), 20));
+    }
+    let result = parse_doq_load(&stdout)?;
+    check_answered(&result, &stdout)?;
+    Ok(result)
+}
+
+/// Reads the JSON object `doq-load` prints.
+fn parse_doq_load(stdout: &str) -> Result<LoadResult> {
+    let line = stdout.lines().rev().find(|line| line.starts_with('{')).context("doq-load printed no result")?;
+    let report: Value = serde_json::from_str(line).with_context(|| format!("doq-load printed {line}"))?;
+    let number = |key: &str| report[key].as_f64().with_context(|| format!("doq-load printed no {key}: {line}"));
+    Ok(LoadResult {
+        sent: number("sent")? as u64,
+        completed: number("completed")? as u64,
+        noerror: number("noerror")? as u64,
+        qps: number("qps")?,
+        p50_ms: number("p50_ms")?,
+        p99_ms: number("p99_ms")?,
+    })
 }
 
 /// Waits until the server answers the query file's first name over DoH
@@ -378,6 +427,8 @@ fn transport_mode(transport: Transport) -> &'static str {
         Transport::Udp => "udp",
         Transport::Dot => "dot",
         Transport::Doh => "doh",
+        // doq-load, not dnsperf, runs the DoQ load.
+        Transport::Doq => "doq",
     }
 }
 
@@ -499,6 +550,16 @@ status codes: 3 2xx, 0 3xx, 1 4xx, 0 5xx
         assert_eq!(base64url(&query), "AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB");
         assert!(dns_query("a..test", "A").is_err());
         assert!(dns_query("a.test", "MX").is_err());
+    }
+
+    #[test]
+    fn parse_doq_load_reads_its_json_line() {
+        let stdout = "{\"completed\":5999,\"noerror\":5990,\"p50_ms\":2.96,\"p99_ms\":11.9,\"qps\":1999.1,\"seconds\":3.0,\"sent\":6000}\n";
+        let result = parse_doq_load(stdout).unwrap();
+        assert_eq!((result.sent, result.completed, result.noerror), (6000, 5999, 5990));
+        assert_eq!((result.qps, result.p50_ms, result.p99_ms), (1999.1, 2.96, 11.9));
+        assert!(parse_doq_load("the QUIC handshake failed\n").is_err());
+        assert!(parse_doq_load("{\"sent\":1}\n").is_err(), "a missing figure is an error");
     }
 
     #[test]

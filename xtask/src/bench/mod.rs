@@ -236,6 +236,12 @@ pub fn run(args: Args) -> Result<()> {
             service.push(context.row_or_fail(row, "allowed", server, small.names, transport)?);
         }
     }
+    // hickory-dns is the only other DoQ server here.
+    let doq_servers = std::iter::once(Server::Dnsgate).chain(setup.hickory.as_ref().map(|_| Server::Hickory));
+    for server in doq_servers {
+        let row = context.measure("allowed", server, &small, &allowed_queries, Transport::Doq, Listeners::Encrypted, true);
+        service.push(context.row_or_fail(row, "allowed", server, small.names, Transport::Doq)?);
+    }
     results.insert("service".into(), Value::Array(service));
 
     let mut memory = Vec::new();
@@ -263,11 +269,7 @@ pub fn run(args: Args) -> Result<()> {
             unavailable.iter().map(|(server, reason)| json!({ "server": server.name(), "reason": reason })).collect(),
         ),
     );
-    results.insert("not_measured".into(), json!([{
-        "what": "DoQ throughput",
-        "reason": "dnsperf 2.10 has no DoQ mode and kxdpgun's QUIC mode is not wired into the harness yet, \
-                   so no DoQ figures are taken for dnsgate or hickory-dns",
-    }]));
+    results.insert("not_measured".into(), json!([]));
     let summary = report::summary(&results);
     results.insert("summary".into(), summary);
 
@@ -308,10 +310,24 @@ impl Context<'_> {
             peers::start(server, self.topology, self.setup, list, &probe, listeners, self.plan.startup_timeout)?;
         let offered_qps = if transport == Transport::Udp { self.plan.plain_qps } else { self.plan.encrypted_qps };
         if warm {
-            let warm_up = Load { queries, transport, offered_qps: 5_000, seconds: 1, clients: self.plan.clients };
+            let warm_up = Load {
+                queries,
+                transport,
+                offered_qps: 5_000,
+                seconds: 1,
+                clients: self.plan.clients,
+                ca: &self.setup.cert,
+            };
             load::run(self.topology, &warm_up).context("warm-up run failed")?;
         }
-        let load = Load { queries, transport, offered_qps, seconds: self.plan.seconds, clients: self.plan.clients };
+        let load = Load {
+            queries,
+            transport,
+            offered_qps,
+            seconds: self.plan.seconds,
+            clients: self.plan.clients,
+            ca: &self.setup.cert,
+        };
         let result = load::run(self.topology, &load);
         daemon.stop();
         let result = result?;
@@ -383,7 +399,9 @@ fn start_client_xdp_pass(topology: &Topology, root: &Path, work: &Path) -> Resul
 
 /// hickory-dns from target/bench-tools, installed there by a full run.
 fn find_or_install_hickory(plan: &Plan, no_install: bool) -> Result<PathBuf, String> {
-    let root = PathBuf::from("target/bench-tools");
+    // The directory names the features: a build without the forwarder
+    // cannot serve the benchmark.
+    let root = PathBuf::from("target/bench-tools/hickory-0.26.3-resolver-quic");
     let binary = root.join("bin/hickory-dns");
     if binary.exists() {
         return std::fs::canonicalize(&binary).map_err(|error| error.to_string());
@@ -394,7 +412,7 @@ fn find_or_install_hickory(plan: &Plan, no_install: bool) -> Result<PathBuf, Str
     println!("== installing hickory-dns 0.26.3 with cargo install (slow; cached in target/bench-tools)");
     let status = Command::new("cargo")
         .args(["install", "hickory-dns", "--version", "0.26.3", "--locked", "--no-default-features"])
-        .args(["--features", "tls-ring,https-ring,quic-ring,blocklist", "--root"])
+        .args(["--features", "resolver,tls-ring,https-ring,quic-ring", "--root"])
         .arg(&root)
         .status();
     match status {
@@ -461,7 +479,8 @@ fn versions(setup: &Setup) -> Value {
 
 fn conditions(plan: &Plan) -> Value {
     json!({
-        "generator": "dnsperf (UDP, DoT) and h2load (DoH, GET) in the client namespace over a veth pair",
+        "generator": "dnsperf (UDP, DoT), h2load (DoH, GET) and doq-load (DoQ, this repository's QUIC client) \
+                      in the client namespace over a veth pair",
         "cores": format!(
             "server under test on core {}, load generator and upstream dnsmasq on core {} (taskset)",
             peers::SERVER_CORE, peers::CLIENT_CORE

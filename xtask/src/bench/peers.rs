@@ -79,6 +79,9 @@ pub fn generate_certificate(work: &Path) -> Result<(PathBuf, PathBuf)> {
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
             .args(["-days", "2", "-subj", "/CN=bench.test", "-addext"])
             .arg(format!("subjectAltName=IP:{ROUTER_ADDR}"))
+            // OpenSSL marks a self-signed certificate as a CA, which rustls
+            // (dnsgate, hickory-dns, doq-load) refuses as a server's own.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
@@ -122,8 +125,12 @@ pub fn start(
         Server::Dnsmasq => start_dnsmasq(topology, list, &label, log)?,
         Server::Unbound => start_unbound(topology, setup, list, listeners, &label, log)?,
         Server::Dnsdist => start_dnsdist(topology, setup, list, listeners, &label, log)?,
-        Server::Hickory => bail!("hickory-dns is only listed: the harness has no DoQ load generator"),
+        Server::Hickory => start_hickory(topology, setup, &label, log)?,
     };
+    // hickory-dns only forwards (it is measured on allowed names), so it
+    // is probed with one.
+    let allowed_probe = allowed_name(0);
+    let probe = if server == Server::Hickory { allowed_probe.as_str() } else { probe };
     wait_until_answering(&mut daemon, &topology.client_ns, ROUTER_ADDR, 53, probe, timeout)?;
     let startup = daemon.started.elapsed();
     if server == Server::Dnsgate {
@@ -137,9 +144,13 @@ pub fn start(
 fn start_dnsgate(topology: &Topology, setup: &Setup, list: &ListFiles, label: &str, log: PathBuf) -> Result<Daemon> {
     let state = setup.work.join(format!("{label}-state"));
     std::fs::create_dir_all(&state)?;
-    // An empty configuration: every setting comes from the command line.
+    // Every setting but the certificate, which all servers share, comes
+    // from the command line.
     let config = setup.work.join("dnsgate.toml");
-    std::fs::write(&config, "")?;
+    std::fs::write(
+        &config,
+        format!("[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n", setup.cert.display(), setup.key.display()),
+    )?;
     let mut command = command_in(&topology.router_ns, SERVER_CORE, &setup.dnsgate);
     command
         .arg("--pin-dir")
@@ -153,6 +164,33 @@ fn start_dnsgate(topology: &Topology, setup: &Setup, list: &ListFiles, label: &s
         .arg("--upstream")
         .arg(format!("udp://{UPSTREAM_ADDR}:{UPSTREAM_PORT}"))
         .env("RUST_LOG", "info");
+    Daemon::spawn(label, &mut command, log)
+}
+
+/// hickory-dns as a forwarder to the upstream, serving UDP and TCP on 53
+/// and DoQ on 853 with the shared certificate. It runs as root in the
+/// namespace, without dropping privileges.
+fn start_hickory(topology: &Topology, setup: &Setup, label: &str, log: PathBuf) -> Result<Daemon> {
+    let binary = setup.hickory.as_ref().context("hickory-dns is not installed")?;
+    let config = setup.work.join("hickory-dns.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen_addrs_ipv4 = [\"{ROUTER_ADDR}\"]\nlisten_port = 53\nquic_listen_port = 853\n\
+             disable_tls = true\ndisable_https = true\ndrop_privileges = false\n\
+             directory = \"{work}\"\n\
+             tls_cert = {{ path = \"{cert}\", private_key = \"{key}\" }}\n\n\
+             [[zones]]\nzone = \".\"\nzone_type = \"External\"\n\n\
+             [zones.stores]\ntype = \"forward\"\n\n\
+             [[zones.stores.name_servers]]\nip = \"{UPSTREAM_ADDR}\"\ntrust_negative_responses = true\n\
+             connections = [{{ port = {UPSTREAM_PORT}, protocol = {{ type = \"udp\" }} }}]\n",
+            work = setup.work.display(),
+            cert = setup.cert.display(),
+            key = setup.key.display(),
+        ),
+    )?;
+    let mut command = command_in(&topology.router_ns, SERVER_CORE, binary);
+    command.arg("--config").arg(&config);
     Daemon::spawn(label, &mut command, log)
 }
 

@@ -75,7 +75,7 @@ pub fn summary(results: &Map<String, Value>) -> Value {
         "allowed_qps_ratio_vs_best_peer": ratio_vs_best_peer(&service(results, "allowed", "udp", allowed_list)),
         "dot_qps_ratio_vs_best_peer": ratio_vs_best_peer(&service(results, "allowed", "dot", allowed_list)),
         "doh_qps_ratio_vs_best_peer": ratio_vs_best_peer(&service(results, "allowed", "doh", allowed_list)),
-        "doq_qps_ratio_vs_best_peer": Value::Null,
+        "doq_qps_ratio_vs_best_peer": ratio_vs_best_peer(&service(results, "allowed", "doq", allowed_list)),
         "xdp_ns_per_blocked_packet_1m_rules": xdp_1m.map_or(Value::Null, |row| row["blocked_a_ns"].clone()),
         "kernel_bytes_per_rule_1m": xdp_1m.map_or(Value::Null, |row| row["kernel_bytes_per_rule"].clone()),
         "compile_and_push_seconds_1m": compile_and_push,
@@ -156,7 +156,7 @@ pub fn markdown(results: &Value) -> String {
     let _ = writeln!(out, "- Cores: {}.", cell(&conditions["cores"]));
     let _ = writeln!(
         out,
-        "- Each run offers {} qps (plain DNS) or {} qps (DoT, DoH) for {} s from {} sockets or connections, \
+        "- Each run offers {} qps (plain DNS) or {} qps (DoT, DoH, DoQ) for {} s from {} sockets or connections, \
          at most {} queries outstanding, {} s query timeout; every server runs alone with the same list.",
         cell(&conditions["plain_offered_qps"]),
         cell(&conditions["encrypted_offered_qps"]),
@@ -195,7 +195,9 @@ pub fn markdown(results: &Value) -> String {
         service_table(&mut out, &service(map, "blocked", "udp", size));
     }
     let allowed_list = largest_list(map, "allowed");
-    for (transport, title) in [("udp", "UDP"), ("dot", "DNS over TLS"), ("doh", "DNS over HTTPS")] {
+    for (transport, title) in
+        [("udp", "UDP"), ("dot", "DNS over TLS"), ("doh", "DNS over HTTPS"), ("doq", "DNS over QUIC")]
+    {
         let rows = service(map, "allowed", transport, allowed_list);
         if rows.is_empty() {
             continue;
