@@ -120,6 +120,14 @@ pub fn start(
 ) -> Result<(Daemon, Duration)> {
     let label = format!("{}-{}", server.name(), list.names);
     let log = setup.work.join(format!("{label}.log"));
+    if topology.router_xdp_attached()? {
+        bail!(
+            "an XDP program is still attached to {} in {}: it would answer for {}",
+            topology.router_if,
+            topology.router_ns,
+            server.name()
+        );
+    }
     let mut daemon = match server {
         Server::Dnsgate => start_dnsgate(topology, setup, list, &label, log)?,
         Server::Dnsmasq => start_dnsmasq(topology, list, &label, log)?,
@@ -144,12 +152,18 @@ pub fn start(
 fn start_dnsgate(topology: &Topology, setup: &Setup, list: &ListFiles, label: &str, log: PathBuf) -> Result<Daemon> {
     let state = setup.work.join(format!("{label}-state"));
     std::fs::create_dir_all(&state)?;
-    // Every setting but the certificate, which all servers share, comes
-    // from the command line.
+    // Every setting but these comes from the command line: the
+    // certificate all servers share, and the detach at exit, without which
+    // the filter would stay attached (fail-open) and answer blocked names
+    // for the peer measured next.
     let config = setup.work.join("dnsgate.toml");
     std::fs::write(
         &config,
-        format!("[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n", setup.cert.display(), setup.key.display()),
+        format!(
+            "[dataplane]\ndetach_on_stop = true\n\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            setup.cert.display(),
+            setup.key.display()
+        ),
     )?;
     let mut command = command_in(&topology.router_ns, SERVER_CORE, &setup.dnsgate);
     command

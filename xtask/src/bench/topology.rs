@@ -86,6 +86,20 @@ impl Topology {
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("dnsgate")
     }
+
+    /// Whether an XDP program is attached to the router's veth end. A
+    /// filter left there by dnsgate would answer blocked names for the
+    /// peer measured next.
+    pub fn router_xdp_attached(&self) -> Result<bool> {
+        let output = Command::new("ip")
+            .args(["-n", &self.router_ns, "-d", "link", "show", "dev", &self.router_if])
+            .output()
+            .context("failed to run ip link show")?;
+        if !output.status.success() {
+            bail!("ip link show dev {} failed: {}", self.router_if, String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).contains("prog/xdp"))
+    }
 }
 
 impl Drop for Topology {
