@@ -175,6 +175,11 @@ pub struct DataplaneConfig {
     pub sinkhole_v4: [u8; 4],
     /// Address returned for blocked AAAA queries, network byte order.
     pub sinkhole_v6: [u8; 16],
+    /// Nanoseconds of event budget one logged answer costs on a CPU, whose
+    /// budget refills by one nanosecond per nanosecond up to one second:
+    /// 10^9 divided by the answers per second and CPU that reach the query
+    /// log. 0 logs every answer. The rest are counted as `events_skipped`.
+    pub event_cost_ns: u32,
 }
 
 impl DataplaneConfig {
@@ -188,6 +193,7 @@ impl DataplaneConfig {
         set_buckets: 0,
         sinkhole_v4: [0; 4],
         sinkhole_v6: [0; 16],
+        event_cost_ns: 0,
     };
 }
 
@@ -250,13 +256,16 @@ pub enum Counter {
     /// Replies from the fallback resolver's port given port 53 as their
     /// source on the way out.
     FallbackReplies = 15,
+    /// Answers sent from the kernel left out of the query log because more
+    /// than its per-CPU rate of them came (`event_cost_ns`).
+    EventsSkipped = 16,
 }
 
 /// Number of counters in [`MAP_COUNTERS`].
-pub const COUNTER_COUNT: u32 = 16;
+pub const COUNTER_COUNT: u32 = 24;
 
 /// Names of the counters as `dnsgate stats --json` prints them, by index.
-pub const COUNTER_NAMES: [&str; 16] = [
+pub const COUNTER_NAMES: [&str; 17] = [
     "seen",
     "blocked",
     "allowed",
@@ -273,6 +282,7 @@ pub const COUNTER_NAMES: [&str; 16] = [
     "fallback",
     "fallback_port_dropped",
     "fallback_replies",
+    "events_skipped",
 ];
 
 /// [`InterceptConfig::flags`]: plain DNS (UDP/53) to other resolvers is

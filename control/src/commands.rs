@@ -41,19 +41,11 @@ pub fn stats(cli: &Cli) -> Result<()> {
     } else {
         println!("controller: down (kernel counters read from the pinned maps in {})", cli.pin_dir.display());
         println!("dataplane:");
-        println!("  seen       {}", dataplane.seen);
-        println!("  blocked    {}", dataplane.blocked);
-        println!("  allowed    {}", dataplane.allowed);
-        println!("  passed     {}", dataplane.passed);
-        println!("  malformed  {}", dataplane.malformed);
-        println!("  tx_failed  {}", dataplane.tx_failed);
-        println!("  intercepted       {}", dataplane.intercepted);
-        println!("  redirected        {}", dataplane.redirected);
-        println!("  replies_restored  {}", dataplane.replies_restored);
-        println!("  dot_refused       {}", dataplane.dot_refused);
-        println!("  doq_dropped       {}", dataplane.doq_dropped);
-        println!("  events_lost       {}", dataplane.events_lost);
-        println!("  rate_limited      {}", dataplane.rate_limited);
+        if let serde_json::Value::Object(counters) = serde_json::json!(dataplane) {
+            for (name, count) in counters {
+                println!("  {name:<22} {count}");
+            }
+        }
         if !intercepted.is_empty() {
             println!("clients that sent DNS to other resolvers (plain queries, encrypted attempts):");
             for client in &intercepted {

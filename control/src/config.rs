@@ -83,11 +83,19 @@ pub struct QueryLogSettings {
     /// reach user space as events through a perf buffer per CPU; turning
     /// this off spares that copy on every blocked query.
     pub kernel_answers: bool,
+    /// Most queries answered in the kernel logged per second and CPU; the
+    /// rest are counted as `events_skipped`. 0 logs every one.
+    pub kernel_answers_per_second: u32,
 }
 
 impl Default for QueryLogSettings {
     fn default() -> Self {
-        Self { capacity: 1000, client_privacy: ClientPrivacy::Full, kernel_answers: true }
+        Self {
+            capacity: 1000,
+            client_privacy: ClientPrivacy::Full,
+            kernel_answers: true,
+            kernel_answers_per_second: 1000,
+        }
     }
 }
 

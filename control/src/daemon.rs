@@ -140,7 +140,7 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         if config.querylog.kernel_answers {
             // The query log matters less than DNS: without the buffers the
             // daemon runs on and the kernel answers go unlogged.
-            match loaded.open_events(kernel_log::EVENT_PAGES) {
+            match loaded.open_events(kernel_log::EVENT_PAGES, config.querylog.kernel_answers_per_second) {
                 Ok(buffers) => event_buffers = buffers,
                 Err(error) => warn!(%error, "the queries answered in the kernel are not logged"),
             }

@@ -119,6 +119,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         counter(&mut out, "dnsgate_dataplane_tx_failed_total", "Blocked queries that could not be answered in place.", dataplane.tx_failed);
         counter(&mut out, "dnsgate_dataplane_events_lost_total", "Answers sent from the kernel that are missing from the query log because their event was dropped.", dataplane.events_lost);
         counter(&mut out, "dnsgate_dataplane_rate_limited_total", "Plain DNS queries dropped because their client was over its rate limit.", dataplane.rate_limited);
+        counter(&mut out, "dnsgate_dataplane_events_skipped_total", "Answers sent from the kernel left out of the query log by its per-CPU rate.", dataplane.events_skipped);
         counter(&mut out, "dnsgate_dataplane_fallback_total", "Plain DNS queries sent to the fallback resolver because the controller's heartbeat was stale.", dataplane.fallback);
     }
     let resolver = snapshot.resolver;

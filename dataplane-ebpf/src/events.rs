@@ -2,13 +2,16 @@
 
 use aya_ebpf::{
     bindings::BPF_F_CURRENT_CPU,
-    helpers::bpf_perf_event_output,
+    helpers::{bpf_ktime_get_ns, bpf_perf_event_output},
     programs::XdpContext,
     EbpfContext as _,
 };
 use dnsgate_common::maps::{Counter, EventHeader, CONFIG_LOG_EVENTS, EVENT_ANSWER, EVENT_CAPTURE_LEN};
 
-use crate::maps::{count, CONFIG, EVENTS};
+use crate::maps::{count, CONFIG, EVENTS, EVENT_BUDGET};
+
+/// Largest event budget a CPU saves up: one second's worth of answers.
+const BUDGET_CAP_NS: u64 = 1_000_000_000;
 
 /// Hands the first bytes of the answer now in the frame to this CPU's ring
 /// in [`EVENTS`], when the query log asked for them. A full ring loses the
@@ -19,6 +22,10 @@ pub fn report_answer(ctx: &XdpContext) {
         return;
     };
     if config.flags & CONFIG_LOG_EVENTS == 0 {
+        return;
+    }
+    if config.event_cost_ns != 0 && !take_budget(u64::from(config.event_cost_ns)) {
+        count(Counter::EventsSkipped);
         return;
     }
     let frame_len = (ctx.data_end() - ctx.data()) as u32;
@@ -52,4 +59,30 @@ pub fn report_answer(ctx: &XdpContext) {
     if result < 0 {
         count(Counter::EventsLost);
     }
+}
+
+/// Takes `cost` nanoseconds from this CPU's event budget. Returns false,
+/// taking nothing, when the budget holds less. Under a flood of blocked
+/// queries the copy and the reader's wake-up per answer would cost more
+/// than the answer itself, and the query log keeps only the last entries
+/// anyway.
+#[inline(always)]
+fn take_budget(cost: u64) -> bool {
+    let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the helper takes no argument and only reads the clock.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: this CPU's value, which nothing else touches while the
+    // program runs on this CPU.
+    let budget = unsafe { &mut *budget };
+    let refill = now.saturating_sub(budget.last_ns);
+    let credit = budget.credit_ns.saturating_add(refill).min(BUDGET_CAP_NS);
+    budget.last_ns = now;
+    if credit < cost {
+        budget.credit_ns = credit;
+        return false;
+    }
+    budget.credit_ns = credit - cost;
+    true
 }

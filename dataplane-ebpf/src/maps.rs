@@ -64,6 +64,11 @@ pub static RATE_LIMIT_CONFIG: Array<RateLimitConfig> = Array::with_max_entries(1
 #[map]
 pub static FALLBACK: Array<FallbackConfig> = Array::with_max_entries(1, 0);
 
+/// Each CPU's budget of answers copied to the query log (see
+/// `DataplaneConfig::event_cost_ns`).
+#[map]
+pub static EVENT_BUDGET: PerCpuArray<RateLimitBucket> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static RATE_LIMIT: LruHashMap<IpKey, RateLimitBucket> = LruHashMap::with_max_entries(RATE_LIMIT_CAPACITY, 0);
 

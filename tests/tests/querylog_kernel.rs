@@ -203,6 +203,29 @@ fn kernel_answers_reach_the_log() {
 }
 
 #[test]
+fn kernel_answers_beyond_the_rate_are_counted_not_logged() {
+    if !require_all("kernel_answers_beyond_the_rate_are_counted_not_logged") {
+        return;
+    }
+    // One answer a second per CPU: each CPU logs its first answer, and the
+    // queries below take well under a second.
+    let setup = Setup::start("kernel_answers_per_second = 1");
+    let started = std::time::Instant::now();
+    for _ in 0..8 {
+        assert_eq!(setup.kdig(ROUTER_V4, "ads.example", "A"), "NOERROR");
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    assert_eq!(setup.counter("blocked"), 8);
+    let skipped = setup.counter("events_skipped");
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    assert!(skipped > 0, "eight answers in {seconds} s at one a second per CPU: some are skipped");
+    assert!(8 - skipped <= cpus * seconds, "{} answers logged on {cpus} CPUs in {seconds} s", 8 - skipped);
+    assert_eq!(setup.counter("events_lost"), 0);
+    // Every answer is either in the log or counted as skipped.
+    setup.kernel_entries((8 - skipped) as usize);
+}
+
+#[test]
 fn truncated_client_addresses() {
     if !require_all("truncated_client_addresses") {
         return;

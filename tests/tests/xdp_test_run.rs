@@ -161,6 +161,34 @@ macro_rules! root_test {
     };
 }
 
+root_test!(answers_beyond_the_event_rate_skip_the_query_log, || {
+    let mut fixture = Fixture::new(false);
+    let mut config = fixture.dataplane.config();
+    config.flags |= dnsgate_common::maps::CONFIG_LOG_EVENTS;
+    // Two answers a second per CPU reach the query log.
+    config.event_cost_ns = 500_000_000;
+    fixture.dataplane.set_config(config).unwrap();
+    for _ in 0..5 {
+        expect_answer(&fixture, &v4(), &dns_query(0x1234, "blocked.test", TYPE_A, None));
+    }
+    let counters = fixture.counters();
+    assert_eq!(counters.blocked, 5);
+    // No buffer is open in a test run, so every copy the budget allows
+    // fails and counts as lost; the test thread may run on any CPU.
+    assert_eq!(counters.events_lost + counters.events_skipped, 5);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    assert!(counters.events_lost <= 2 * cpus, "{counters:?}");
+    assert!(counters.events_skipped >= 5u64.saturating_sub(2 * cpus), "{counters:?}");
+    assert!(counters.events_skipped > 0, "{counters:?}");
+
+    // Without a rate every answer is copied.
+    config.event_cost_ns = 0;
+    fixture.dataplane.set_config(config).unwrap();
+    expect_answer(&fixture, &v4(), &dns_query(0x1234, "blocked.test", TYPE_A, None));
+    assert_eq!(fixture.counters().events_skipped, counters.events_skipped);
+    assert_eq!(fixture.counters().events_lost, counters.events_lost + 1);
+});
+
 root_test!(ipv4_blocked_a_gets_null_address, || {
     let fixture = Fixture::new(false);
     let message = expect_answer(&fixture, &v4(), &dns_query(0x1234, "blocked.test", TYPE_A, None));

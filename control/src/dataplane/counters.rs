@@ -49,6 +49,9 @@ pub struct CounterValues {
     pub fallback_port_dropped: u64,
     /// Replies from the fallback resolver given source port 53.
     pub fallback_replies: u64,
+    /// Answers sent from the kernel left out of the query log because more
+    /// than `querylog.kernel_answers_per_second` came on one CPU.
+    pub events_skipped: u64,
 }
 
 impl CounterValues {
@@ -61,7 +64,7 @@ impl CounterValues {
             })?;
             Ok(values.iter().sum())
         };
-        debug_assert_eq!(COUNTER_NAMES.len(), 16);
+        debug_assert_eq!(COUNTER_NAMES.len(), 17);
         Ok(Self {
             seen: sum(Counter::Seen)?,
             blocked: sum(Counter::Blocked)?,
@@ -79,6 +82,7 @@ impl CounterValues {
             fallback: sum(Counter::Fallback)?,
             fallback_port_dropped: sum(Counter::FallbackPortDropped)?,
             fallback_replies: sum(Counter::FallbackReplies)?,
+            events_skipped: sum(Counter::EventsSkipped)?,
         })
     }
 }

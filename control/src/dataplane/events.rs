@@ -41,8 +41,9 @@ pub struct KernelAnswer {
 impl Dataplane {
     /// Opens a perf buffer of `pages` pages (a power of two) on every
     /// online CPU and then tells the program to copy its answers into
-    /// them. Call it at most once: the map leaves the loaded object.
-    pub fn open_events(&mut self, pages: usize) -> Result<Vec<EventBuffer>, DataplaneError> {
+    /// them, at most `per_second` a second on each CPU (0: all of them).
+    /// Call it at most once: the map leaves the loaded object.
+    pub fn open_events(&mut self, pages: usize, per_second: u32) -> Result<Vec<EventBuffer>, DataplaneError> {
         let map = self.ebpf.take_map(MAP_EVENTS).ok_or(DataplaneError::MissingMap { name: MAP_EVENTS })?;
         let mut array = PerfEventArray::<MapData>::try_from(map).map_err(|source| map_error(MAP_EVENTS, "opening", source))?;
         let cpus = aya::util::online_cpus().map_err(|(path, source)| DataplaneError::System {
@@ -57,10 +58,22 @@ impl Dataplane {
         }
         let mut config = self.config;
         config.flags |= CONFIG_LOG_EVENTS;
+        config.event_cost_ns = event_cost_ns(per_second);
         self.write_config(config)?;
-        info!(cpus = buffers.len(), pages, "logging the queries answered in the kernel");
+        info!(cpus = buffers.len(), pages, per_second, "logging the queries answered in the kernel");
         Ok(buffers)
     }
+}
+
+/// The program's cost of one logged answer for `per_second` answers a
+/// second (see `DataplaneConfig::event_cost_ns`); 0 for no limit.
+pub fn event_cost_ns(per_second: u32) -> u32 {
+    if per_second == 0 {
+        return 0;
+    }
+    // Above 10^9 a second the cost would round to 0, which means no limit
+    // anyway.
+    1_000_000_000 / per_second
 }
 
 /// Parses one event record: an [`EventHeader`], then the first bytes of

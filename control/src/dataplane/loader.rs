@@ -26,7 +26,7 @@ use super::{DataplaneError, object_bytes};
 /// so a program left attached by a controller that died keeps reading the
 /// same maps the next controller writes. `LABELS` is the per-CPU scratch
 /// space of the parser.
-const PINNED_MAPS: [&str; 16] = [
+const PINNED_MAPS: [&str; 17] = [
     MAP_CONFIG,
     MAP_ACTIVE_SET,
     MAP_RULES,
@@ -42,6 +42,7 @@ const PINNED_MAPS: [&str; 16] = [
     MAP_RATE_LIMIT_CONFIG,
     MAP_RATE_LIMIT,
     MAP_FALLBACK,
+    "EVENT_BUDGET",
     "LABELS",
 ];
 
