@@ -18,8 +18,11 @@
 //! JSON object:
 //!
 //! ```text
-//! {"sent":…,"completed":…,"noerror":…,"seconds":…,"qps":…,"p50_ms":…,"p99_ms":…}
+//! {"sent":…,"completed":…,"noerror":…,"seconds":…,"qps":…,"p50_ms":…,"p99_ms":…,"reconnects":…}
 //! ```
+//!
+//! A connection the server closes (some cap the queries per connection) is
+//! opened again for the next query sent on it, as clients do.
 //!
 //! `qps` counts answered queries per second of sending time. The run always
 //! ends: at most 10 s of connection attempts, `N` seconds of sending, then
@@ -106,6 +109,32 @@ impl Args {
 struct Tally {
     latencies_ms: Vec<f64>,
     noerror: u64,
+    /// Connections opened again after the server closed them.
+    reconnects: u64,
+}
+
+/// One of the connections queries are spread over.
+type Slot = tokio::sync::Mutex<quinn::Connection>;
+
+/// Opens connections to the server.
+struct Dialer {
+    endpoint: quinn::Endpoint,
+    server: SocketAddr,
+    server_name: String,
+}
+
+impl Dialer {
+    /// The connection in `slot`, opened again if the server has closed it:
+    /// servers may cap the queries per connection (hickory-dns does), and
+    /// clients then reconnect.
+    async fn open(&self, slot: &Slot, tally: &Mutex<Tally>) -> Result<quinn::Connection> {
+        let mut connection = slot.lock().await;
+        if connection.close_reason().is_some() {
+            *connection = self.endpoint.connect(self.server, &self.server_name)?.await?;
+            tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reconnects += 1;
+        }
+        Ok(connection.clone())
+    }
 }
 
 fn main() -> ExitCode {
@@ -152,6 +181,8 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let slots: Arc<Vec<Slot>> = Arc::new(connections.into_iter().map(tokio::sync::Mutex::new).collect());
+    let dialer = Arc::new(Dialer { endpoint: endpoint.clone(), server: args.server, server_name });
     let outstanding = Arc::new(Semaphore::new(args.max_outstanding));
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.qps));
     let length = Duration::from_secs(args.seconds);
@@ -160,13 +191,26 @@ async fn run(args: Args) -> Result<()> {
     while started.elapsed() < length {
         tokio::time::sleep_until((started + interval.mul_f64(sent as f64)).into()).await;
         let permit = outstanding.clone().acquire_owned().await.context("the query limit was closed")?;
-        let connection = connections[sent as usize % connections.len()].clone();
+        let slot = sent as usize % slots.len();
         let message = messages[sent as usize % messages.len()].clone();
-        let tally = tally.clone();
+        let (slots, dialer, tally) = (slots.clone(), dialer.clone(), tally.clone());
         let timeout = args.timeout;
         tokio::spawn(async move {
             let asked = Instant::now();
-            if let Ok(Ok(rcode)) = tokio::time::timeout(timeout, exchange(&connection, &message)).await {
+            let answer = tokio::time::timeout(timeout, async {
+                let connection = dialer.open(&slots[slot], &tally).await?;
+                match exchange(&connection, &message).await {
+                    // Closed by the server under this query: asked again
+                    // on a new connection, as a client would.
+                    Err(_) if connection.close_reason().is_some() => {
+                        let connection = dialer.open(&slots[slot], &tally).await?;
+                        exchange(&connection, &message).await
+                    }
+                    answer => answer,
+                }
+            })
+            .await;
+            if let Ok(Ok(rcode)) = answer {
                 let mut tally = tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 tally.latencies_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
                 if rcode == ResponseCode::NoError {
@@ -181,9 +225,9 @@ async fn run(args: Args) -> Result<()> {
     // Every query holds a permit until it is answered or times out.
     let all = u32::try_from(args.max_outstanding).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(args.timeout + Duration::from_secs(1), outstanding.acquire_many(all)).await;
-    for connection in &connections {
+    for slot in slots.iter() {
         // DOQ_NO_ERROR (RFC 9250 §4.3).
-        connection.close(0u32.into(), b"");
+        slot.lock().await.close(0u32.into(), b"");
     }
 
     let mut tally = tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -197,6 +241,7 @@ async fn run(args: Args) -> Result<()> {
         "qps": completed as f64 / sending,
         "p50_ms": percentile(&tally.latencies_ms, 0.50),
         "p99_ms": percentile(&tally.latencies_ms, 0.99),
+        "reconnects": tally.reconnects,
     });
     println!("{report}");
     endpoint.wait_idle().await;
