@@ -294,7 +294,7 @@ fn client_endpoint(args: &Args) -> Result<quinn::Endpoint> {
     Ok(endpoint)
 }
 
-/// The `ring` crypto provider, as dnsgate's own clients use.
+/// Returns the `ring` crypto provider, which dnsgate's own clients use.
 #[expect(deprecated, reason = "dnsgate uses ring; rustls deprecated it only for lacking post-quantum key exchange")]
 fn ring_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
@@ -315,7 +315,7 @@ async fn exchange(connection: &quinn::Connection, message: &[u8]) -> Result<Resp
     Ok(Message::from_vec(&answer[2..])?.response_code())
 }
 
-/// The `share` quantile of sorted values; 0 when there are none.
+/// Returns the `share` quantile of sorted values, or 0 when there are none.
 fn percentile(sorted: &[f64], share: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
