@@ -169,7 +169,7 @@ impl LocalZones {
         let domain = config.domain.trim().trim_end_matches('.');
         if !domain.is_empty() {
             match Name::from_ascii(format!("{domain}.")) {
-                Ok(zone) => lan_zones.push(zone),
+                Ok(zone) => lan_zones.push(zone.to_lowercase()),
                 Err(error) => tracing::warn!(domain, %error, "ignoring invalid local domain"),
             }
         }
@@ -212,17 +212,21 @@ impl LocalZones {
     /// Decides where `query` is answered.
     pub fn route(&self, query: &ClientQuery, local: SocketAddr) -> LocalRoute {
         let qname = query.name();
-        if self.localhost.zone_of(qname) {
+        // Every zone here is stored lowercase, so the name is lowercased
+        // once rather than once per zone by `Name::zone_of` (about ninety
+        // reverse zones, a tenth of the time of a cached answer).
+        let lower = qname.to_lowercase();
+        if self.localhost.zone_of_case(&lower) {
             return LocalRoute::Answer(self.localhost_answer(query));
         }
         if let Some(zone) = self
             .loopback_reverse
             .iter()
-            .find(|zone| zone.zone_of(qname))
+            .find(|zone| zone.zone_of_case(&lower))
         {
             return LocalRoute::Answer(self.loopback_ptr(query, zone));
         }
-        if self.resolver_arpa.zone_of(qname) {
+        if self.resolver_arpa.zone_of_case(&lower) {
             return LocalRoute::Answer(self.resolver_arpa_answer(query, local));
         }
         if let Some(designated) = &self.designated
@@ -230,7 +234,7 @@ impl LocalZones {
         {
             return LocalRoute::Answer(response);
         }
-        if let Some(zone) = self.nxdomain_names.iter().find(|zone| zone.zone_of(qname)) {
+        if let Some(zone) = self.nxdomain_names.iter().find(|zone| zone.zone_of_case(&lower)) {
             return LocalRoute::Answer(self.negative(query, zone, ResponseCode::NXDomain));
         }
         if let Some(listed) = self.doh_bypass.load().matching(&qname.to_ascii()) {
@@ -238,7 +242,7 @@ impl LocalZones {
             let zone = Name::from_ascii(format!("{listed}.")).unwrap_or_else(|_| Name::root());
             return LocalRoute::DohBypass(self.negative(query, &zone, ResponseCode::NXDomain));
         }
-        if let Some(zone) = self.lan_zones.iter().find(|zone| zone.zone_of(qname)) {
+        if let Some(zone) = self.lan_zones.iter().find(|zone| zone.zone_of_case(&lower)) {
             return LocalRoute::LanNames { zone: zone.clone() };
         }
         LocalRoute::Upstream

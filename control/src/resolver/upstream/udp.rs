@@ -65,9 +65,12 @@ pub(crate) async fn exchange_once(addr: SocketAddr, mut query: Vec<u8>) -> io::R
     socket.connect(addr).await?;
     socket.send(&query).await?;
 
-    let mut buffer = vec![0u8; MAX_MESSAGE_LEN];
+    // Filled by the kernel without zeroing first: zeroing 64 KiB for every
+    // upstream query showed up in profiles as page faults and memset.
+    let mut buffer = Vec::with_capacity(MAX_MESSAGE_LEN);
     loop {
-        let len = socket.recv(&mut buffer).await?;
+        buffer.clear();
+        let len = socket.recv_buf(&mut buffer).await?;
         let response = &buffer[..len];
         let matches = len >= question_end
             && response[0..2] == query[0..2]
