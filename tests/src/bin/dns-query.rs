@@ -2,7 +2,7 @@
 //! tests that run where no DNS client is installed (the `vm-test` guest).
 //!
 //! ```text
-//! dns-query SERVER NAME QTYPE
+//! dns-query SERVER NAME QTYPE [TIMEOUT_MS]
 //! ```
 //!
 //! SERVER is an IP address, optionally with a port (`198.18.0.2`,
@@ -15,9 +15,9 @@
 //! ```
 //!
 //! listing the A and AAAA records of the answer section in order (empty
-//! after `answers=` when there are none). With no reply within 2 s the
-//! program prints `timeout` and exits with status 2; usage or network
-//! errors exit with status 1.
+//! after `answers=` when there are none). With no reply within TIMEOUT_MS
+//! (2000 by default) the program prints `timeout` and exits with status 2;
+//! usage or network errors exit with status 1.
 
 use std::{
     collections::hash_map::RandomState,
@@ -34,15 +34,27 @@ use hickory_proto::{
     rr::{Name, RData, RecordType},
 };
 
-const TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [server, name, qtype] = args.as_slice() else {
-        eprintln!("usage: dns-query SERVER NAME QTYPE   (for example: dns-query 198.18.0.2 ads.example A)");
-        return ExitCode::from(1);
+    let (server, name, qtype, timeout) = match args.as_slice() {
+        [server, name, qtype] => (server, name, qtype, DEFAULT_TIMEOUT),
+        [server, name, qtype, millis] => match millis.parse::<u64>() {
+            Ok(millis) if millis > 0 => (server, name, qtype, Duration::from_millis(millis)),
+            _ => {
+                eprintln!("dns-query: TIMEOUT_MS must be a whole number of milliseconds above 0, not {millis:?}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => {
+            eprintln!(
+                "usage: dns-query SERVER NAME QTYPE [TIMEOUT_MS]   (for example: dns-query 198.18.0.2 ads.example A)"
+            );
+            return ExitCode::from(1);
+        }
     };
-    match run(server, name, qtype) {
+    match run(server, name, qtype, timeout) {
         Ok(Some(line)) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -74,7 +86,7 @@ fn random_id() -> u16 {
     (hash & 0xffff) as u16
 }
 
-fn run(server: &str, name: &str, qtype: &str) -> Result<Option<String>> {
+fn run(server: &str, name: &str, qtype: &str, timeout: Duration) -> Result<Option<String>> {
     let server = parse_server(server)?;
     let name = Name::from_ascii(name).with_context(|| format!("invalid name {name:?}"))?;
     let qtype = RecordType::from_str(&qtype.to_ascii_uppercase())
@@ -95,7 +107,7 @@ fn run(server: &str, name: &str, qtype: &str) -> Result<Option<String>> {
     socket.connect(server).with_context(|| format!("failed to set {server} as the peer"))?;
     socket.send(&bytes).with_context(|| format!("failed to send the query to {server}"))?;
 
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut buffer = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
