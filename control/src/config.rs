@@ -404,6 +404,39 @@ impl Config {
         Ok(config)
     }
 
+    /// Why `dataplane.fallback_port` cannot be used, if it cannot. The XDP
+    /// program drops UDP that LAN clients send to that port on the router,
+    /// so it must not be a UDP port the router serves to them.
+    fn fallback_port_conflict(&self) -> Option<String> {
+        let port = self.dataplane.fallback_port;
+        if port == 0 {
+            return None;
+        }
+        let advice = "set it to the UDP port the router's stock resolver listens on instead (dnsmasq moved to 54 \
+                      on OpenWrt), or to 0 to turn the fallback off";
+        let taken = [
+            (53, "plain DNS, which the XDP program answers"),
+            (self.server.dns_port, "server.dns_port"),
+            (self.server.doq_port, "server.doq_port (DNS over QUIC)"),
+        ];
+        if let Some((_, what)) = taken.iter().find(|(taken, _)| *taken == port) {
+            return Some(format!("{port} is the port of {what}: clients' UDP to it would be dropped; {advice}"));
+        }
+        let services = [
+            (67, "DHCP"),
+            (68, "DHCP"),
+            (123, "NTP"),
+            (546, "DHCPv6"),
+            (547, "DHCPv6"),
+            (1900, "SSDP"),
+            (5353, "mDNS"),
+            (5355, "LLMNR"),
+        ];
+        services.iter().find(|(service, _)| *service == port).map(|(_, name)| {
+            format!("{port} is the port of {name}, which LAN clients use: their UDP to it would be dropped; {advice}")
+        })
+    }
+
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.intercept.exempt_networks()?;
@@ -416,15 +449,8 @@ impl Config {
                 reason: format!("must be at most {} (0 turns the limit off)", DataplaneSettings::MAX_RATE_LIMIT_QPS),
             });
         }
-        if self.dataplane.fallback_port != 0 && self.dataplane.fallback_port == self.server.dns_port {
-            return Err(ConfigError::Invalid {
-                key: "dataplane.fallback_port",
-                reason: format!(
-                    "must differ from server.dns_port ({}): it is the port of another resolver on the router, such \
-                     as dnsmasq moved to port 54",
-                    self.server.dns_port
-                ),
-            });
+        if let Some(reason) = self.fallback_port_conflict() {
+            return Err(ConfigError::Invalid { key: "dataplane.fallback_port", reason });
         }
         if !(1..=DataplaneSettings::MAX_FALLBACK_AFTER_SECS).contains(&self.dataplane.fallback_after_secs) {
             return Err(ConfigError::Invalid {
@@ -518,6 +544,10 @@ resolver_name = "router.lan"
 
         for (text, key) in [
             ("[dataplane]\nfallback_port = 53\n", "dataplane.fallback_port"),
+            ("[server]\ndns_port = 5300\n[dataplane]\nfallback_port = 53\n", "dataplane.fallback_port"),
+            ("[server]\ndns_port = 5300\n[dataplane]\nfallback_port = 5300\n", "dataplane.fallback_port"),
+            ("[dataplane]\nfallback_port = 853\n", "dataplane.fallback_port"),
+            ("[dataplane]\nfallback_port = 67\n", "dataplane.fallback_port"),
             ("[dataplane]\nfallback_port = 54\nfallback_after_secs = 0\n", "dataplane.fallback_after_secs"),
             ("[dataplane]\nfallback_after_secs = 301\n", "dataplane.fallback_after_secs"),
         ] {

@@ -163,6 +163,13 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
         if config.dataplane.lan_interfaces.is_empty() {
             warn!("no LAN interface configured: the XDP filter is not attached and user space judges every query");
         }
+        if let Some((port, _)) = config.dataplane.fallback() {
+            warn!(
+                port,
+                "dataplane.fallback_port is set but the XDP program is not attached (--no-xdp, xdp = false or no LAN \
+                 interface), so nothing sends queries to the fallback while dnsgate is down"
+            );
+        }
         // A filter left attached by an earlier run would keep applying old
         // rules: without XDP nothing may filter in the kernel.
         if cli.pin_dir.is_dir() {
