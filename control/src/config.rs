@@ -404,9 +404,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Why `dataplane.fallback_port` cannot be used, if it cannot. The XDP
-    /// program drops UDP that LAN clients send to that port on the router,
-    /// so it must not be a UDP port the router serves to them.
+    /// Explains why `dataplane.fallback_port` cannot be used, if it cannot.
+    /// The XDP program drops UDP that LAN clients send to that port on the
+    /// router, so it must not be a UDP port the router serves to them.
     fn fallback_port_conflict(&self) -> Option<String> {
         let port = self.dataplane.fallback_port;
         if port == 0 {
