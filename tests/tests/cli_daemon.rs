@@ -345,7 +345,22 @@ fn subcommands_report_what_the_test_did() {
     assert!(message.contains("running configuration stays"), "{message}");
     assert_eq!(kdig(&topology.client, "ads.example", "A", "").status, "NXDOMAIN", "the running configuration stays");
 
+    // A key a reload cannot apply is reported until the file matches the
+    // running daemon again, however many reloads come in between.
+    std::fs::write(&paths.config, format!("{good_config}\n[querylog]\ncapacity = 500\n")).unwrap();
+    for _ in 0..2 {
+        assert_eq!(paths.json(&["reload"])["restart_needed"], serde_json::json!(["querylog"]));
+    }
+    std::fs::write(&paths.config, &good_config).unwrap();
+    assert_eq!(paths.json(&["reload"])["restart_needed"], serde_json::json!([]));
+
+    // An invalid name is an error, not an answer.
+    let invalid = paths.cli(&["query", "bad..name"]);
+    assert!(!invalid.status.success(), "{}", String::from_utf8_lossy(&invalid.stdout));
+    assert!(String::from_utf8_lossy(&invalid.stderr).contains("not a valid domain name"));
+
     // check-config judges the file without the daemon.
+    std::fs::write(&paths.config, format!("{good_config}\n[querylog]\ncapacity = 0\n")).unwrap();
     let checked = paths.cli(&["check-config"]);
     assert!(!checked.status.success());
     assert!(String::from_utf8_lossy(&checked.stderr).contains("querylog.capacity"));

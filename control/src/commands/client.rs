@@ -149,7 +149,9 @@ fn check_config(cli: &Cli) -> Result<()> {
 }
 
 fn stop(cli: &Cli, args: &crate::cli::StopArgs) -> Result<()> {
-    admin::call(&cli.socket, &Request::Stop { detach: args.detach })?;
+    let reply = admin::call(&cli.socket, &Request::Stop { detach: args.detach })?;
+    // Daemons before this field existed always had the filter attached.
+    let attached = reply["filter_attached"].as_bool().unwrap_or(true);
     if args.no_wait {
         println!("the daemon is stopping");
         return Ok(());
@@ -164,7 +166,9 @@ fn stop(cli: &Cli, args: &crate::cli::StopArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     if cli.json {
-        println!("{}", serde_json::json!({ "stopped": true, "detached": args.detach }));
+        println!("{}", serde_json::json!({ "stopped": true, "detached": args.detach && attached }));
+    } else if !attached {
+        println!("the daemon stopped (it ran without the XDP filter)");
     } else if args.detach {
         println!("the daemon stopped and detached the XDP filter");
     } else {

@@ -88,6 +88,9 @@ struct PauseState {
 pub struct Controller {
     source: ConfigSource,
     config: Mutex<Config>,
+    /// The configuration the daemon started with: keys a reload cannot
+    /// apply keep its values until the next start.
+    started_config: Config,
     dataplane: Mutex<Option<Dataplane>>,
     attachments: Vec<(String, AttachMode)>,
     shared: Arc<SharedPolicy>,
@@ -158,6 +161,7 @@ impl Controller {
     pub fn new(parts: Parts) -> Self {
         Self {
             source: parts.source,
+            started_config: parts.config.clone(),
             config: Mutex::new(parts.config),
             dataplane: Mutex::new(parts.dataplane),
             attachments: parts.attachments,
@@ -359,12 +363,11 @@ impl Controller {
                     .map_err(|error| format!("writing the fallback failed: {error}"))?;
             }
         }
-        let restart_needed = {
-            let mut running = lock(&self.config);
-            let restart_needed = changed_keys_needing_restart(&running, &config);
-            *running = config;
-            restart_needed
-        };
+        // Against the start, not the last reload: a key changed by one
+        // reload still needs the restart after the next, and one changed
+        // back needs none.
+        let restart_needed = changed_keys_needing_restart(&self.started_config, &config);
+        *lock(&self.config) = config;
         if !restart_needed.is_empty() {
             warn!(?restart_needed, "configuration keys changed that take effect only after a restart");
         }
@@ -466,6 +469,9 @@ impl Controller {
     }
 
     async fn query(&self, name: String, qtype: u16) -> Result<Value, String> {
+        if let Err(error) = hickory_proto::rr::Name::from_ascii(&name) {
+            return Err(format!("{name:?} is not a valid domain name ({error}); give a name such as ads.example.com"));
+        }
         let explanation = self.shared.current().explain(&name, qtype, DEFAULT_CLIENT_GROUPS);
         let answer = self.answer(&name, qtype).await;
         Ok(json!({ "paused": self.gate.is_paused(), "explanation": explanation, "answer": answer }))
@@ -544,7 +550,8 @@ impl Controller {
                     self.detach.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
                 self.stop.notify_one();
-                Response::ok(json!({ "stopping": true }))
+                let attached = lock(&self.dataplane).is_some();
+                Response::ok(json!({ "stopping": true, "filter_attached": attached }))
             }
         }
     }
