@@ -2,7 +2,7 @@
 
 use aya_ebpf::programs::XdpContext;
 
-use crate::packet::{load_u16, load_u8};
+use crate::packet::{load_u16, load_u8, store_u16};
 
 /// Largest UDP datagram whose checksum is computed: the header plus the
 /// largest blocked answer.
@@ -41,4 +41,21 @@ pub fn sum_words(ctx: &XdpContext, offset: usize, len: usize) -> Option<u32> {
         sum += (load_u8(ctx, offset + len - 1)? as u32) << 8;
     }
     Some(sum)
+}
+
+/// Computes the UDP checksum of the IPv6 datagram at `l4` (network header
+/// at `l3`, `udp_len` bytes) again from its bytes and writes it. UDP over
+/// IPv6 must carry a checksum (RFC 8200 §8.1), and one computed from the
+/// bytes is right whatever state the old one was in, including a partial
+/// checksum left for offload.
+#[inline(always)]
+pub fn rewrite_udp6_checksum(ctx: &XdpContext, l3: usize, l4: usize, udp_len: usize) -> Option<()> {
+    store_u16(ctx, l4 + 6, 0)?;
+    let pseudo_header = sum_words(ctx, l3 + 8, 32)? + crate::query::IPPROTO_UDP as u32 + udp_len as u32;
+    let mut checksum = fold(pseudo_header + sum_words(ctx, l4, udp_len)?);
+    // Zero means "no checksum", which IPv6 does not allow.
+    if checksum == 0 {
+        checksum = 0xffff;
+    }
+    store_u16(ctx, l4 + 6, checksum)
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use dnsgate_common::maps::Counter;
 
 use crate::{
-    checksum::{fold, sum_words},
+    checksum::rewrite_udp6_checksum,
     maps::{count, FALLBACK},
     packet::{load_u16, load_u8, store_u16},
     query::{Outcome, ETH_P_8021Q, IPPROTO_UDP},
@@ -78,16 +78,7 @@ fn rewrite_port(ctx: &XdpContext, port: u16) -> Option<()> {
             return None;
         }
         store_u16(ctx, l4 + 2, port)?;
-        // UDP over IPv6 must carry a checksum (RFC 8200 §8.1). It is
-        // computed again over the whole datagram, so it is right whatever
-        // state the old one was in (see `intercept.rs`).
-        store_u16(ctx, l4 + 6, 0)?;
-        let sum = sum_words(ctx, l3 + 8, 32)? + IPPROTO_UDP as u32 + udp_len as u32 + sum_words(ctx, l4, udp_len)?;
-        let mut checksum = fold(sum);
-        if checksum == 0 {
-            checksum = 0xffff;
-        }
-        return store_u16(ctx, l4 + 6, checksum);
+        return rewrite_udp6_checksum(ctx, l3, l4, udp_len);
     }
     let l4 = l3 + 20;
     if load_u8(ctx, l3)? != 0x45 || load_u8(ctx, l3 + 9)? != IPPROTO_UDP || load_u16(ctx, l4 + 2)? != DNS_PORT {

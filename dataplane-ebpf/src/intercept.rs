@@ -22,7 +22,7 @@ use dnsgate_common::maps::{
 };
 
 use crate::{
-    checksum::{fold, sum_words},
+    checksum::{fold, rewrite_udp6_checksum, sum_words},
     maps::{count, INTERCEPT_CLIENTS, INTERCEPT_CONFIG, INTERCEPT_EXEMPT, INTERCEPT_FLOWS},
     packet::{load_bytes, load_u16, load_u8, store_bytes, store_u16},
     query::Outcome,
@@ -175,13 +175,7 @@ fn redirect_v6(ctx: &XdpContext, l3: usize, router: [u8; 16]) -> Option<()> {
     INTERCEPT_FLOWS.insert(key, IpKey(original), BPF_ANY as u64).ok()?;
 
     store_bytes(ctx, l3 + 24, router)?;
-    store_u16(ctx, l4 + 6, 0)?;
-    let sum = sum_words(ctx, l3 + 8, 32)? + crate::query::IPPROTO_UDP as u32 + udp_len as u32 + sum_words(ctx, l4, udp_len)?;
-    let mut checksum = fold(sum);
-    if checksum == 0 {
-        checksum = 0xffff;
-    }
-    store_u16(ctx, l4 + 6, checksum)
+    rewrite_udp6_checksum(ctx, l3, l4, udp_len)
 }
 
 /// Turns a TCP SYN into a RST+ACK back to its sender (RFC 9293 §3.10.7.1:

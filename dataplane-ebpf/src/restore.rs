@@ -44,6 +44,17 @@ pub fn restore(ctx: &TcContext) {
     }
 }
 
+/// Returns the EtherType of the frame and the offset of its network
+/// header, after an optional 802.1Q tag.
+#[inline(always)]
+fn network_header(ctx: &TcContext) -> Option<(u16, usize)> {
+    let ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+    if ethertype == ETH_P_8021Q {
+        return Some((u16::from_be(ctx.load::<u16>(16).ok()?), 18));
+    }
+    Some((ethertype, 14))
+}
+
 /// Gives a UDP datagram from the fallback port of a router address source
 /// port 53. Replies leave from that port only to queries the XDP program
 /// sent there: it drops queries that clients send to it directly.
@@ -53,12 +64,7 @@ fn restore_port(ctx: &TcContext) -> Option<()> {
     if config.port == 0 {
         return None;
     }
-    let mut l3 = 14;
-    let mut ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
-    if ethertype == ETH_P_8021Q {
-        ethertype = u16::from_be(ctx.load::<u16>(16).ok()?);
-        l3 = 18;
-    }
+    let (ethertype, l3) = network_header(ctx)?;
     let (l4, source) = match ethertype {
         ETH_P_IP => {
             if ctx.load::<u8>(l3).ok()? != 0x45 || ctx.load::<u8>(l3 + 9).ok()? != IPPROTO_UDP {
@@ -106,12 +112,7 @@ fn try_restore(ctx: &TcContext) -> Option<()> {
         return None;
     }
 
-    let mut l3 = 14;
-    let mut ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
-    if ethertype == ETH_P_8021Q {
-        ethertype = u16::from_be(ctx.load::<u16>(16).ok()?);
-        l3 = 18;
-    }
+    let (ethertype, l3) = network_header(ctx)?;
     match ethertype {
         ETH_P_IP => restore_v4(ctx, l3, config.router_v4),
         ETH_P_IPV6 => restore_v6(ctx, l3, config.router_v6),

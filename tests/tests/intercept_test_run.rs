@@ -1,9 +1,9 @@
 //! Interception of DNS sent to other resolvers, run on crafted frames
 //! through `BPF_PROG_TEST_RUN`. The tests cover the XDP program's redirects,
 //! kernel answers, exemptions, DoT refusals and DoQ drops, the TC program's
-//! restored reply sources, and the bound on the state kept between the two;
-//! and the fallback for allowed queries while the controller is down, which
-//! shares the TC program.
+//! restored reply sources, and the bound on the state kept between the two.
+//! They also cover the fallback for allowed queries while the controller is
+//! down, which uses the same TC program.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -343,6 +343,29 @@ fn query_frame_v6(destination: Ipv6Addr, port: u16, name: &str) -> Vec<u8> {
     udp_frame(&spec, &dns_query(0x4321, name, TYPE_A, None))
 }
 
+/// Builds a UDP datagram from `source_port` of the router's IPv6 address
+/// to a client port, with a correct checksum.
+fn reply_from_v6(source_port: u16, port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&ROUTER_MAC);
+    frame.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let header = Ipv6Header {
+        traffic_class: 0,
+        flow_label: Default::default(),
+        payload_length: (8 + payload.len()) as u16,
+        next_header: IpNumber::UDP,
+        hop_limit: 64,
+        source: ROUTER6.octets(),
+        destination: CLIENT6.octets(),
+    };
+    let udp = UdpHeader::with_ipv6_checksum(source_port, port, &header, payload).expect("UDP header");
+    header.write(&mut frame).expect("write IPv6");
+    udp.write(&mut frame).expect("write UDP");
+    frame.extend_from_slice(payload);
+    frame
+}
+
 fn ipv6_header(frame: &[u8]) -> Ipv6Header {
     Ipv6HeaderSlice::from_slice(&frame[14..]).expect("IPv6 header").to_header()
 }
@@ -372,24 +395,8 @@ root_test!(ipv6_query_redirected_and_reply_restored, || {
     assert_eq!(dataplane.intercept_flow_count().unwrap(), 1);
 
     // The reply from the router's port 53 leaves with the asked address.
-    let mut reply = Vec::new();
-    reply.extend_from_slice(&CLIENT_MAC);
-    reply.extend_from_slice(&ROUTER_MAC);
-    reply.extend_from_slice(&0x86ddu16.to_be_bytes());
     let reply_payload = b"reply bytes, any will do";
-    let header = Ipv6Header {
-        traffic_class: 0,
-        flow_label: Default::default(),
-        payload_length: (8 + reply_payload.len()) as u16,
-        next_header: IpNumber::UDP,
-        hop_limit: 64,
-        source: ROUTER6.octets(),
-        destination: CLIENT6.octets(),
-    };
-    let udp = UdpHeader::with_ipv6_checksum(53, 40_011, &header, reply_payload).unwrap();
-    header.write(&mut reply).unwrap();
-    udp.write(&mut reply).unwrap();
-    reply.extend_from_slice(reply_payload);
+    let reply = reply_from_v6(53, 40_011, reply_payload);
     let (action, out) = run_tc(&dataplane, &reply);
     assert_eq!(action, TC_ACT_OK);
     let ip = ipv6_header(&out);
@@ -439,7 +446,7 @@ root_test!(ipv6_dot_syn_answered_with_rst, || {
 /// The fallback resolver's port in these tests, as on OpenWrt.
 const FALLBACK_PORT: u16 = 54;
 
-/// A query to `destination`:`destination_port`.
+/// Builds a query from the client to `destination`:`destination_port`.
 fn query_to_port(destination: Ipv4Addr, destination_port: u16, name: &str) -> Vec<u8> {
     let spec = FrameSpec {
         client: IpAddr::V4(CLIENT),
@@ -451,7 +458,7 @@ fn query_to_port(destination: Ipv4Addr, destination_port: u16, name: &str) -> Ve
     udp_frame(&spec, &dns_query(0x1234, name, TYPE_A, None))
 }
 
-/// A dataplane whose fallback is on with a heartbeat that is already
+/// Loads a dataplane whose fallback is on with a heartbeat that is already
 /// stale (a delay of zero), as after the controller died.
 fn load_with_stale_heartbeat() -> Dataplane {
     let mut dataplane = load();
@@ -549,24 +556,8 @@ root_test!(ipv6_stale_heartbeat_diverts_with_a_valid_checksum, || {
     let expected = UdpHeader::with_ipv6_checksum(40_030, FALLBACK_PORT, &ip, payload).unwrap();
     assert_eq!(u16::from_be_bytes([out[60], out[61]]), expected.checksum, "UDP checksum");
 
-    let mut reply = Vec::new();
-    reply.extend_from_slice(&CLIENT_MAC);
-    reply.extend_from_slice(&ROUTER_MAC);
-    reply.extend_from_slice(&0x86ddu16.to_be_bytes());
     let reply_payload = b"a reply from the stock resolver";
-    let header = Ipv6Header {
-        traffic_class: 0,
-        flow_label: Default::default(),
-        payload_length: (8 + reply_payload.len()) as u16,
-        next_header: IpNumber::UDP,
-        hop_limit: 64,
-        source: ROUTER6.octets(),
-        destination: CLIENT6.octets(),
-    };
-    let udp = UdpHeader::with_ipv6_checksum(FALLBACK_PORT, 40_030, &header, reply_payload).unwrap();
-    header.write(&mut reply).unwrap();
-    udp.write(&mut reply).unwrap();
-    reply.extend_from_slice(reply_payload);
+    let reply = reply_from_v6(FALLBACK_PORT, 40_030, reply_payload);
     let (action, out) = run_tc(&dataplane, &reply);
     assert_eq!(action, TC_ACT_OK);
     assert_eq!(u16::from_be_bytes([out[54], out[55]]), 53);
