@@ -331,7 +331,7 @@ fn spawn_heartbeat(mut heartbeat: crate::dataplane::Heartbeat) -> tokio::task::J
             match heartbeat.beat() {
                 Ok(()) => failing = false,
                 Err(error) if !failing => {
-                    warn!(%error, "writing the heartbeat failed: the fallback resolver may answer while dnsgate runs");
+                    warn!(%error, "writing the heartbeat failed: the fallback resolver may take over queries while dnsgate runs");
                     failing = true;
                 }
                 Err(_) => {}

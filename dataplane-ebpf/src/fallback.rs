@@ -22,6 +22,9 @@ const DNS_PORT: u16 = 53;
 
 /// Fails with [`Outcome::FallbackPortDropped`] if the UDP datagram whose
 /// header starts at `l4` is addressed to the fallback port.
+///
+/// NOTE: only datagrams to the addresses in `ROUTER_ADDRS` come here. UDP to
+/// the fallback port of another router address (WAN, guest, VPN) passes.
 #[inline(always)]
 pub fn reject_direct(ctx: &XdpContext, l4: usize) -> Result<(), Outcome> {
     let Some(config) = FALLBACK.get(0) else {
@@ -34,7 +37,7 @@ pub fn reject_direct(ctx: &XdpContext, l4: usize) -> Result<(), Outcome> {
 }
 
 /// Sends a query that is on its way to user space to the fallback port
-/// when the heartbeat is stale; any other outcome is returned unchanged.
+/// when the heartbeat is stale. Any other outcome is returned unchanged.
 #[inline(always)]
 pub fn divert(ctx: &XdpContext, outcome: Outcome) -> Outcome {
     if !matches!(

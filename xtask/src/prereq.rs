@@ -136,7 +136,7 @@ pub const NAMESPACE_TOOLS: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
 ];
 
-/// What the cargo test suites run beyond [`NAMESPACE_TOOLS`]: dnsmasq as
+/// Tools the cargo test suites run beyond [`NAMESPACE_TOOLS`]: dnsmasq as
 /// the resolver of the interception tests, and Debian's static busybox as
 /// the shell of the fake OpenWrt root in the package tests.
 pub const TEST_TOOLS: &[(&str, &str)] = &[("dnsmasq", "dnsmasq-base"), ("/bin/busybox", "busybox-static")];

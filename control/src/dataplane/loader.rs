@@ -310,13 +310,13 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The fallback settings last written.
+    /// Returns the fallback settings last written.
     pub fn fallback(&self) -> FallbackConfig {
         *self.fallback.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A handle that writes the controller's heartbeat through a map
-    /// descriptor of its own, so that it never waits for whoever holds the
+    /// descriptor of its own, so that it never waits for the holder of the
     /// [`Dataplane`] (a large rule set takes seconds to publish).
     pub fn heartbeat(&self) -> Result<Heartbeat, DataplaneError> {
         use aya::maps::IterableMap as _;

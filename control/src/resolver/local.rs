@@ -213,8 +213,9 @@ impl LocalZones {
     pub fn route(&self, query: &ClientQuery, local: SocketAddr) -> LocalRoute {
         let qname = query.name();
         // Every zone here is stored lowercase, so the name is lowercased
-        // once rather than once per zone by `Name::zone_of` (about ninety
-        // reverse zones, a tenth of the time of a cached answer).
+        // once rather than once per zone by `Name::zone_of`. With about
+        // ninety reverse zones, that took a tenth of a cached answer's time
+        // in a profile.
         let lower = qname.to_lowercase();
         if self.localhost.zone_of_case(&lower) {
             return LocalRoute::Answer(self.localhost_answer(query));

@@ -124,7 +124,7 @@ struct Dialer {
 }
 
 impl Dialer {
-    /// The connection in `slot`, opened again if the server has closed it:
+    /// Returns the connection in `slot`, opened again if the server has closed it:
     /// servers may cap the queries per connection (hickory-dns does), and
     /// clients then reconnect.
     async fn open(&self, slot: &Slot, tally: &Mutex<Tally>) -> Result<quinn::Connection> {
@@ -196,7 +196,7 @@ async fn run(args: Args) -> Result<()> {
         let (slots, dialer, tally) = (slots.clone(), dialer.clone(), tally.clone());
         let timeout = args.timeout;
         tokio::spawn(async move {
-            let asked = Instant::now();
+            let sent_at = Instant::now();
             let answer = tokio::time::timeout(timeout, async {
                 let connection = dialer.open(&slots[slot], &tally).await?;
                 match exchange(&connection, &message).await {
@@ -212,7 +212,7 @@ async fn run(args: Args) -> Result<()> {
             .await;
             if let Ok(Ok(rcode)) = answer {
                 let mut tally = tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                tally.latencies_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+                tally.latencies_ms.push(sent_at.elapsed().as_secs_f64() * 1000.0);
                 if rcode == ResponseCode::NoError {
                     tally.noerror += 1;
                 }
@@ -269,7 +269,7 @@ fn read_queries(path: &PathBuf) -> Result<Vec<Vec<u8>>> {
     Ok(messages)
 }
 
-/// A client endpoint whose connections trust only the certificates in
+/// Builds a client endpoint whose connections trust only the certificates in
 /// `args.ca` and offer ALPN `doq`.
 fn client_endpoint(args: &Args) -> Result<quinn::Endpoint> {
     let pem = std::fs::read(&args.ca).with_context(|| format!("reading {} failed", args.ca.display()))?;

@@ -129,7 +129,7 @@ pub fn start(
     let log = setup.work.join(format!("{label}.log"));
     if topology.router_xdp_attached()? {
         bail!(
-            "an XDP program is still attached to {} in {}: it would answer for {}",
+            "an XDP program is still attached to {} in {}: it would respond in place of {}",
             topology.router_if,
             topology.router_ns,
             server.name()
@@ -308,9 +308,9 @@ fn wait_until_answering(
     name: &str,
     timeout: Duration,
 ) -> Result<()> {
-    // The project's one-shot client with a 100 ms timeout, so the start-up
-    // time is measured to a tenth of a second: kdig waits at least a second
-    // for a server that has bound its socket but not loaded its list yet.
+    // The project's one-shot client with a 100 ms timeout measures start-up
+    // to a tenth of a second. kdig waits at least a second for a server that
+    // has bound its socket but not loaded its list yet.
     let client = std::env::current_dir()?.join("target/release/dns-query");
     let deadline = Instant::now() + timeout;
     loop {
