@@ -39,11 +39,20 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// Creates a namespace with loopback up.
+    /// Creates a namespace with loopback up and IPv6 duplicate address
+    /// detection off, so that the link-local addresses of its interfaces
+    /// serve neighbour discovery as soon as a link is up. With detection on,
+    /// a router namespace cannot resolve its IPv6 neighbours for about a
+    /// second, and a test that forwards IPv6 at once loses its first query.
     pub fn new(prefix: &str) -> Self {
         let name = unique_name(prefix);
         must(Command::new("ip").args(["netns", "add", &name]));
         let namespace = Self { name };
+        must(namespace.command("sysctl").args([
+            "-qw",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ]));
         namespace.ip(&["link", "set", "lo", "up"]);
         namespace
     }

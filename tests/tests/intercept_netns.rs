@@ -142,8 +142,11 @@ impl Topology {
             "--user=root",
         ]);
         let mut dnsmasq = Process::spawn("dnsmasq", &mut command, logs);
+        // Both address families through the forwarding router, so that the
+        // tests measure dnsgate and not the namespaces coming up.
         let ready = wait_for(Duration::from_secs(10), || {
-            dnsmasq.exited() || !query(&client, RESOLVER, "allowed.test", &[]).answer.is_empty()
+            dnsmasq.exited()
+                || [RESOLVER, RESOLVER6].iter().all(|server| !query(&client, server, "allowed.test", &[]).answer.is_empty())
         });
         let errors = std::fs::read_to_string(logs.join("dnsmasq.err")).unwrap_or_default();
         assert!(!dnsmasq.exited(), "dnsmasq exited: {errors}");
