@@ -210,8 +210,9 @@ pub enum ListsCommand {
 /// Options of `dnsgate pause`.
 #[derive(Debug, Args)]
 pub struct PauseArgs {
-    /// How long: a number with s, m, h or d (plain numbers are seconds).
-    #[arg(value_parser = parse_duration)]
+    /// How long: a number with s, m, h or d (plain numbers are seconds), at
+    /// most 30 days.
+    #[arg(value_parser = parse_pause)]
     pub duration: std::time::Duration,
 }
 
@@ -306,9 +307,63 @@ pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(total))
 }
 
+/// Parses the duration of `dnsgate pause`, which the daemon limits to
+/// [`MAX_PAUSE_SECS`](crate::admin::MAX_PAUSE_SECS).
+fn parse_pause(value: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration(value)?;
+    let days = crate::admin::MAX_PAUSE_SECS / 86_400;
+    if duration.as_secs() > crate::admin::MAX_PAUSE_SECS {
+        return Err(format!("a pause lasts at most {days} days ({days}d); for longer, remove the lists from the configuration"));
+    }
+    Ok(duration)
+}
+
+/// Formats an error and its causes on one line, leaving out a cause whose
+/// text the message before it already includes (most errors here name their
+/// source in their own message).
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut report = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if report.contains(&text) {
+            continue;
+        }
+        if !report.is_empty() {
+            report.push_str(": ");
+        }
+        report.push_str(&text);
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pauses_longer_than_the_limit_are_refused() {
+        assert_eq!(parse_pause("30d").unwrap().as_secs(), crate::admin::MAX_PAUSE_SECS);
+        let error = parse_pause("31d").unwrap_err();
+        assert!(error.contains("at most 30 days"), "{error}");
+        assert!(parse_pause("99999999999999d").is_err(), "an overflowing duration is refused");
+    }
+
+    #[test]
+    fn error_report_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        #[derive(Debug, thiserror::Error)]
+        #[error("binding port 53 failed: {source}")]
+        struct Bind {
+            source: std::io::Error,
+        }
+        let error = anyhow::Error::new(Bind { source: io }).context("starting the listeners failed");
+        assert_eq!(
+            error_report(&error),
+            "starting the listeners failed: binding port 53 failed: address in use"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_report(&plain), "outer: inner");
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -205,7 +205,7 @@ async fn run_async(cli: &Cli, source: ConfigSource, config: Config) -> Result<()
     let latencies = Arc::new(Latencies::default());
     let handler = Arc::new(LoggedResolver::new(resolver.clone(), query_log.clone(), latencies.clone()));
     if config.resolver.upstreams.is_empty() {
-        warn!("no upstream resolver configured: blocking works, allowed names get SERVFAIL until one is set with --upstream");
+        warn!("no upstream resolver configured: blocking works, but allowed names get SERVFAIL until one is set with --upstream or [[resolver.upstreams]] in the configuration");
     }
 
     let mut serve_ips: Vec<IpAddr> = lan_addresses.iter().copied().filter(|ip| servable(ip)).collect();

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("dnsgate: {error:#}");
+            eprintln!("dnsgate: {}", dnsgate::cli::error_report(&error));
             ExitCode::FAILURE
         }
     }

@@ -25,6 +25,10 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/dnsgate/dnsgate.sock";
 /// Maximum length of a request or response line, in bytes.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// The longest pause: blocking that is off for longer than this is better
+/// turned off in the configuration, where it survives a restart.
+pub const MAX_PAUSE_SECS: u64 = 30 * 86_400;
+
 /// One request to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -61,7 +65,8 @@ pub enum Request {
     },
     /// Turns blocking off for a while.
     Pause {
-        /// Seconds until blocking resumes by itself.
+        /// Seconds until blocking resumes by itself, at most
+        /// [`MAX_PAUSE_SECS`].
         seconds: u64,
     },
     /// Turns blocking back on.

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::gate::PausablePolicy;
 use crate::{
-    admin::{CustomRules, Handler, Request, Response, RuleList},
+    admin::{CustomRules, Handler, Request, Response, RuleList, MAX_PAUSE_SECS},
     certs::{CertInfo, CertMode},
     cli::RunArgs,
     config::Config,
@@ -299,6 +299,12 @@ impl Controller {
     }
 
     fn pause(self: &Arc<Self>, seconds: u64) -> Result<Value, String> {
+        if seconds == 0 || seconds > MAX_PAUSE_SECS {
+            return Err(format!(
+                "a pause lasts from 1 second to {} days; to turn blocking off for longer, remove the lists from the configuration",
+                MAX_PAUSE_SECS / 86_400
+            ));
+        }
         self.set_blocking(false)?;
         let until = SystemTime::now() + Duration::from_secs(seconds);
         let generation = {

@@ -103,11 +103,8 @@ impl Resolver {
             }
         };
         let upstreams = UpstreamPool::new(config)?;
-        if upstreams.is_empty() {
-            tracing::warn!(
-                "no upstream resolver is configured; names that are not local will get SERVFAIL"
-            );
-        } else {
+        // The daemon warns when none is configured, naming the setting.
+        if !upstreams.is_empty() {
             let urls: Vec<String> =
                 config.upstreams.iter().map(|upstream| upstream.url.to_string()).collect();
             tracing::info!(?urls, "resolver forwarding to upstreams");

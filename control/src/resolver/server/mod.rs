@@ -57,6 +57,18 @@ pub enum Transport {
     Https,
 }
 
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "DNS-over-TLS",
+            Self::Quic => "DNS-over-QUIC",
+            Self::Https => "DNS-over-HTTPS",
+        })
+    }
+}
+
 /// One DNS query as received from a LAN client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -86,7 +98,7 @@ pub trait DnsHandler: Send + Sync + 'static {
 pub enum ServerError {
     /// A socket could not be bound.
     #[error(
-        "failed to bind the {transport:?} listener on {addr}: {source}; check that the address is assigned to a local interface and that no other DNS server holds the port"
+        "failed to bind the {transport} listener on {addr}: {source}; check that the address is assigned to a local interface and that no other DNS server holds the port"
     )]
     Bind {
         /// The transport of the listener.
@@ -98,7 +110,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// An encrypted listener was requested without TLS material.
-    #[error("the {transport:?} listener on {addr} needs a TLS certificate, but none was given")]
+    #[error("the {transport} listener on {addr} needs a TLS certificate, but none was given")]
     TlsMissing {
         /// The transport of the listener.
         transport: Transport,
