@@ -210,8 +210,8 @@ pub enum ListsCommand {
 /// Options of `dnsgate pause`.
 #[derive(Debug, Args)]
 pub struct PauseArgs {
-    /// How long: a number with s, m, h or d (plain numbers are seconds), at
-    /// most 30 days.
+    /// Duration of the pause: a number with s, m, h or d (plain numbers are
+    /// seconds), at most 30 days.
     #[arg(value_parser = parse_pause)]
     pub duration: std::time::Duration,
 }
@@ -318,9 +318,9 @@ fn parse_pause(value: &str) -> Result<std::time::Duration, String> {
     Ok(duration)
 }
 
-/// Formats an error and its causes on one line, leaving out a cause whose
-/// text the message before it already includes (most errors here name their
-/// source in their own message).
+/// Formats an error and its causes on one line. A cause whose text is
+/// already in the report is left out, because most error types here include
+/// their source in their own message.
 pub fn error_report(error: &anyhow::Error) -> String {
     let mut report = String::new();
     for cause in error.chain() {
@@ -341,11 +341,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pauses_longer_than_the_limit_are_refused() {
+    fn pause_over_limit_rejected() {
         assert_eq!(parse_pause("30d").unwrap().as_secs(), crate::admin::MAX_PAUSE_SECS);
         let error = parse_pause("31d").unwrap_err();
         assert!(error.contains("at most 30 days"), "{error}");
-        assert!(parse_pause("99999999999999d").is_err(), "an overflowing duration is refused");
+        assert!(parse_pause("99999999999999d").is_err(), "an overflowing duration is rejected");
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/dnsgate/dnsgate.sock";
 /// Maximum length of a request or response line, in bytes.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-/// The longest pause: blocking that is off for longer than this is better
-/// turned off in the configuration, where it survives a restart.
+/// Maximum pause in seconds. Blocking that stays off for longer belongs in
+/// the configuration, where the setting survives a restart.
 pub const MAX_PAUSE_SECS: u64 = 30 * 86_400;
 
 /// One request to the daemon.
