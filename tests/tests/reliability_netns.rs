@@ -800,6 +800,13 @@ fn chaos(label: &str, fallback: bool) {
         paths.write_config();
     }
     let daemon = Daemon::start(&topology.router, &topology.router_if, &paths, "chaos-1");
+    let status = paths.cli(&["--json", "status"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|_| panic!("{}", text(&status)));
+    let expected = fallback.then(|| serde_json::json!({ "port": FALLBACK_PORT, "after_seconds": FALLBACK_AFTER_SECS }));
+    assert_eq!(status["dataplane"]["fallback"], expected.unwrap_or(Value::Null), "status reports the fallback: {status}");
+    let human = text(&paths.cli(&["status"]));
+    let line = if fallback { format!("go to port {FALLBACK_PORT}") } else { "fallback:   off".to_owned() };
+    assert!(human.contains(&line), "status text names the fallback:\n{human}");
 
     let phase = Arc::new(AtomicUsize::new(0));
     let running = Arc::new(AtomicBool::new(true));

@@ -60,6 +60,16 @@ pub fn print_status(value: &Value) {
             show(&dataplane["program_id"]),
             show(&dataplane["active_set"])
         );
+        let fallback = &dataplane["fallback"];
+        if fallback.is_object() {
+            println!(
+                "fallback:   allowed plain queries go to port {} when this controller has been silent for {} s",
+                show(&fallback["port"]),
+                show(&fallback["after_seconds"])
+            );
+        } else {
+            println!("fallback:   off (while the controller is down, only blocked names are answered)");
+        }
     } else {
         println!("dataplane:  not attached (user space judges every query)");
     }

@@ -424,6 +424,10 @@ impl Controller {
             match dataplane.as_ref() {
                 Some(dataplane) => {
                     let program_id = dataplane.program_id();
+                    let fallback = dataplane.fallback();
+                    let fallback = (fallback.port != 0).then(|| {
+                        json!({ "port": fallback.port, "after_seconds": fallback.stale_after_ns / 1_000_000_000 })
+                    });
                     json!({
                         "loaded": true,
                         "attached": !self.attachments.is_empty(),
@@ -432,6 +436,7 @@ impl Controller {
                         "active_set": dataplane.active_set(),
                         "rule_capacity_buckets": dataplane.rule_capacity(),
                         "blocking": dataplane.config().flags & CONFIG_BLOCKING != 0,
+                        "fallback": fallback,
                     })
                 }
                 None => json!({ "loaded": false, "attached": false, "interfaces": [] }),

@@ -328,7 +328,7 @@ impl Dataplane {
         Ok(Heartbeat { map, settings: self.fallback.clone() })
     }
 
-    /// Replaces the router's own addresses: only queries to these are judged.    /// Replaces the router's own addresses: only queries to these are judged.
+    /// Replaces the router's own addresses: only queries to these are judged.
     pub fn set_router_addresses(&mut self, addresses: &[std::net::IpAddr]) -> Result<(), DataplaneError> {
         let mut map: aya::maps::HashMap<_, IpKey, u32> = self.map_mut(MAP_ROUTER_ADDRS)?;
         let wanted: Vec<IpKey> = addresses.iter().map(|address| ip_key(*address)).collect();
