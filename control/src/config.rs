@@ -382,6 +382,67 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    /// A value in a file is out of range. The line is known when the key is
+    /// on a line of its own under its table's header.
+    #[error("invalid configuration in {path}{}: {key}: {reason}", line.map(|line| format!(", line {line}")).unwrap_or_default())]
+    InvalidIn { path: PathBuf, line: Option<usize>, key: &'static str, reason: String },
+}
+
+impl ConfigError {
+    /// Adds the file, and the line of the key when it can be found, to an
+    /// [`Invalid`](Self::Invalid) error.
+    fn located(self, path: &Path, text: &str) -> Self {
+        match self {
+            Self::Invalid { key, reason } => {
+                Self::InvalidIn { path: path.to_owned(), line: key_line(text, key), key, reason }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Finds the 1-based line that sets `key` (`table.name`) in the text of a
+/// configuration file: a `name = …` line under a `[table]` header. Dotted
+/// keys and inline tables are not followed, which gives `None`.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let (table, name) = key.rsplit_once('.')?;
+    let mut current = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header.trim_start_matches('[').split(']').next().unwrap_or_default().trim().to_owned();
+            continue;
+        }
+        let set = line.split_once('=').is_some_and(|(left, _)| left.trim() == name);
+        if current == table && set {
+            return Some(index + 1);
+        }
+    }
+    None
+}
+
+/// Replaces Rust's type names in a TOML error with what the value may be:
+/// `expected u16` means nothing to someone who edits a configuration file.
+fn plain_type_names(message: &str) -> String {
+    const NAMES: [(&str, &str); 6] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected i64", "expected a whole number"),
+    ];
+    let mut message = message.to_owned();
+    for (rust, plain) in NAMES {
+        if let Some(start) = message.find(rust) {
+            let end = start + rust.len();
+            // Only the whole word: `expected u16` but not `expected u160`.
+            if !message[end..].starts_with(|character: char| character.is_ascii_alphanumeric()) {
+                message.replace_range(start..end, plain);
+            }
+        }
+    }
+    message
 }
 
 impl Config {
@@ -398,9 +459,11 @@ impl Config {
 
     /// Parses the text of a configuration file and checks its values.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text)
-            .map_err(|error| ConfigError::Parse { path: path.to_owned(), message: error.to_string() })?;
-        config.validate()?;
+        let config: Self = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: plain_type_names(&error.to_string()),
+        })?;
+        config.validate().map_err(|error| error.located(path, text))?;
         Ok(config)
     }
 
@@ -552,7 +615,7 @@ resolver_name = "router.lan"
             ("[dataplane]\nfallback_after_secs = 301\n", "dataplane.fallback_after_secs"),
         ] {
             let error = Config::parse(text, Path::new("x.toml")).unwrap_err();
-            assert!(matches!(error, ConfigError::Invalid { key: k, .. } if k == key), "{text}: {error}");
+            assert!(matches!(error, ConfigError::InvalidIn { key: k, .. } if k == key), "{text}: {error}");
         }
         let error = Config::parse("[dataplane]\nfallback_port = 70000\n", Path::new("x.toml")).unwrap_err();
         assert!(error.to_string().contains("fallback_port"), "{error}");
@@ -590,6 +653,35 @@ resolver_name = "router.lan"
     }
 
     #[test]
+    fn type_errors_name_the_range() {
+        let error = Config::parse("[server]\ndns_port = 70000\n", Path::new("x.toml")).unwrap_err().to_string();
+        assert!(error.contains("expected a whole number from 0 to 65535"), "{error}");
+        assert!(!error.contains("u16"), "{error}");
+        let error = Config::parse("[querylog]\ncapacity = -1\n", Path::new("x.toml")).unwrap_err().to_string();
+        assert!(error.contains("expected a whole number of 0 or more"), "{error}");
+        assert_eq!(plain_type_names("expected u160"), "expected u160", "only whole type names are replaced");
+    }
+
+    #[test]
+    fn range_errors_name_file_and_line() {
+        let text = "# dnsgate\n[server]\ndns_port = 5300\n\n[dataplane]\nblock_ttl = 60\n  fallback_after_secs = 0\n";
+        let error = Config::parse(text, Path::new("/etc/dnsgate/dnsgate.toml")).unwrap_err();
+        assert!(matches!(error, ConfigError::InvalidIn { line: Some(7), .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("invalid configuration in /etc/dnsgate/dnsgate.toml, line 7: dataplane.fallback_after_secs:"),
+            "{message}"
+        );
+
+        // A key set under another table, or as a dotted key, has no line.
+        assert_eq!(key_line("[server]\nfallback_after_secs = 0\n", "dataplane.fallback_after_secs"), None);
+        assert_eq!(key_line("dataplane.fallback_after_secs = 0\n", "dataplane.fallback_after_secs"), None);
+        assert_eq!(key_line("[[lists]]\nx = 1\n[querylog]\ncapacity = 0\n", "querylog.capacity"), Some(4));
+        let error = Config::parse("dataplane.fallback_after_secs = 0\n", Path::new("x.toml")).unwrap_err();
+        assert!(error.to_string().starts_with("invalid configuration in x.toml: dataplane"), "{error}");
+    }
+
+    #[test]
     fn ddr_and_tls_keys_parse() {
         let text = "[tls]\nreload_interval_secs = 0\n[ddr]\nenabled = false\nttl = 60\nredirect_target = \"b.example\"\nredirect_addresses = [\"192.0.2.9\"]\nfollow_upstream_redirections = false\n";
         let config = Config::parse(text, Path::new("x.toml")).unwrap();
@@ -608,7 +700,7 @@ resolver_name = "router.lan"
     #[test]
     fn cert_without_key_is_rejected() {
         let error = Config::parse("[tls]\ncert_file = \"/a.pem\"\n", Path::new("x.toml")).unwrap_err();
-        assert!(matches!(error, ConfigError::Invalid { key: "tls.cert_file", .. }));
+        assert!(matches!(error, ConfigError::InvalidIn { key: "tls.cert_file", .. }), "{error}");
     }
 
     #[test]
