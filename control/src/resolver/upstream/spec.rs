@@ -138,6 +138,17 @@ pub enum UpstreamSpecError {
         /// The URL as given.
         url: String,
     },
+    /// A known scheme without `://` after it, as in `tls//192.0.2.1` or
+    /// `tls:/192.0.2.1`.
+    #[error("upstream URL `{url}` lacks `://` after `{scheme}`; write it as {suggestion}")]
+    MalformedScheme {
+        /// The URL as given.
+        url: String,
+        /// The scheme found.
+        scheme: String,
+        /// The URL with `://` in place.
+        suggestion: String,
+    },
     /// User information (`user@`) was given.
     #[error("upstream URL `{url}` contains user information (`@`), which upstreams do not take")]
     UserInfo {
@@ -191,7 +202,10 @@ impl FromStr for UpstreamSpec {
                 };
                 (protocol, rest)
             }
-            None => (Protocol::Udp, trimmed),
+            None => {
+                malformed_scheme(url, trimmed)?;
+                (Protocol::Udp, trimmed)
+            }
         };
 
         let (authority, path) = match rest.find(['/', '?', '#']) {
@@ -235,6 +249,23 @@ impl FromStr for UpstreamSpec {
             path,
         })
     }
+}
+
+/// Rejects a URL without `://` that starts with a known scheme followed by
+/// `/` or `:/`, which is a typing error rather than a host name.
+fn malformed_scheme(url: &str, trimmed: &str) -> Result<(), UpstreamSpecError> {
+    let Some((head, rest)) = trimmed.split_once('/') else {
+        return Ok(());
+    };
+    let scheme = head.strip_suffix(':').unwrap_or(head);
+    if !["udp", "tcp", "tls", "quic", "https"].contains(&scheme.to_ascii_lowercase().as_str()) {
+        return Ok(());
+    }
+    Err(UpstreamSpecError::MalformedScheme {
+        url: url.to_owned(),
+        scheme: scheme.to_owned(),
+        suggestion: format!("{scheme}://{}", rest.trim_start_matches('/')),
+    })
 }
 
 /// Splits `host[:port]` or `[v6][:port]`.
@@ -409,6 +440,29 @@ mod tests {
         assert!(matches!(
             "tls://:853".parse::<UpstreamSpec>(),
             Err(UpstreamSpecError::InvalidHost { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_scheme_separator_suggests_fix() {
+        for (url, suggestion) in [
+            ("tls//192.0.2.1", "tls://192.0.2.1"),
+            ("tls:/192.0.2.1:853", "tls://192.0.2.1:853"),
+            ("HTTPS//dns.example/dns-query", "HTTPS://dns.example/dns-query"),
+        ] {
+            let error = url.parse::<UpstreamSpec>().unwrap_err();
+            assert!(
+                matches!(&error, UpstreamSpecError::MalformedScheme { suggestion: found, .. } if found == suggestion),
+                "{url}: {error}"
+            );
+            assert!(error.to_string().contains(suggestion), "{error}");
+        }
+        // A bare address is plain UDP, and a host that merely resembles a
+        // scheme is still a host.
+        assert_eq!("192.0.2.1".parse::<UpstreamSpec>().unwrap().protocol, Protocol::Udp);
+        assert!(matches!(
+            "tlsx/192.0.2.1".parse::<UpstreamSpec>(),
+            Err(UpstreamSpecError::UnexpectedPath { .. })
         ));
     }
 
