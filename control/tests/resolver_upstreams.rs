@@ -35,6 +35,7 @@ fn resolver(upstreams: Vec<UpstreamConfig>) -> Resolver {
 /// Resolves the test zone's names over the resolver's single upstream and
 /// checks the answers, the counters and that nothing failed.
 async fn check_upstream(resolver: &Resolver, env: &UpstreamNetns) {
+    assert_eq!(resolver.upstream_status(), UpstreamStatus::Untested, "nothing forwarded yet");
     let response = ask(resolver, "www.test.", RecordType::A, None).await;
     assert_eq!(
         response.response_code(),

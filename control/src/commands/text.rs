@@ -99,7 +99,11 @@ pub fn print_status(value: &Value) {
     println!("upstreams:  {}", show(&value["upstream_status"]));
     for upstream in value["upstreams"].as_array().into_iter().flatten() {
         let rtt = upstream["rtt_ms"].as_f64().map_or_else(|| "-".to_owned(), |rtt| format!("{rtt:.1} ms"));
-        let health = if upstream["healthy"].as_bool() == Some(true) { "healthy" } else { "resting" };
+        let health = match (upstream["healthy"].as_bool(), upstream["queries"].as_u64()) {
+            (Some(true), Some(0)) => "not used yet",
+            (Some(true), _) => "healthy",
+            _ => "resting",
+        };
         println!("  {} {health}, rtt {rtt}", show(&upstream["url"]));
     }
     let certificate = &value["certificate"];

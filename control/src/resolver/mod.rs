@@ -125,6 +125,9 @@ impl Resolver {
         let healthy = upstreams.iter().filter(|upstream| upstream.healthy).count();
         match (upstreams.len(), healthy) {
             (0, _) => UpstreamStatus::NotConfigured,
+            (total, healthy) if healthy == total && upstreams.iter().all(|upstream| upstream.queries == 0) => {
+                UpstreamStatus::Untested
+            }
             (total, healthy) if healthy == total => UpstreamStatus::Healthy,
             (_, 0) => UpstreamStatus::Down,
             _ => UpstreamStatus::Degraded,

@@ -15,6 +15,9 @@ pub enum UpstreamStatus {
     /// No upstream is configured: names that are not answered locally get
     /// SERVFAIL with Extended DNS Error 22.
     NotConfigured,
+    /// No query has been forwarded yet, so no upstream has shown whether it
+    /// answers.
+    Untested,
     /// Every upstream is healthy.
     Healthy,
     /// Some upstreams are resting after failures.
