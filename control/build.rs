@@ -1,5 +1,8 @@
 //! Builds the XDP program with nightly and `-Z build-std=core` and leaves
-//! the object in `OUT_DIR`, where `dataplane::object` embeds it.
+//! the object in `OUT_DIR`, where `dataplane::object` embeds it. The DWARF
+//! sections are removed first: bpf-linker has already turned them into the
+//! BTF that aya and the verifier read, and they would make up three
+//! quarters of the object.
 //! `cargo xtask build` installs what this needs (rust-src, bpf-linker).
 //! It also records the build time, which the upstream certificate checks
 //! take as the earliest plausible time of the system clock.
@@ -22,7 +25,37 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::Nightly,
     )
-    .context("building the XDP program failed; run `cargo xtask build` to install nightly rust-src and bpf-linker")
+    .context("building the XDP program failed; run `cargo xtask build` to install nightly rust-src and bpf-linker")?;
+    let out_dir = std::env::var_os("OUT_DIR").context("cargo did not set OUT_DIR")?;
+    strip_dwarf(&std::path::Path::new(&out_dir).join("dnsgate"))
+}
+
+/// Rewrites the ELF object at `path` without its `.debug_*` sections and
+/// their relocations, keeping `.BTF` and `.BTF.ext`.
+fn strip_dwarf(path: &std::path::Path) -> anyhow::Result<()> {
+    use object::build::elf::{Builder, SectionData};
+
+    let data = std::fs::read(path).with_context(|| format!("reading {} failed", path.display()))?;
+    let mut builder =
+        Builder::read(&*data).with_context(|| format!("{} is not an ELF object that can be rewritten", path.display()))?;
+    for section in builder.sections.iter_mut() {
+        let name = section.name.as_slice();
+        if name.starts_with(b".debug") || name.starts_with(b".rel.debug") {
+            section.delete = true;
+        }
+    }
+    builder.delete_orphans();
+    // bpf-linker names sections from `.strtab`; the writer wants a section
+    // name table of its own.
+    if !builder.sections.iter().any(|section| matches!(section.data, SectionData::SectionString)) {
+        let names = builder.sections.add();
+        names.name = b".shstrtab"[..].into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.data = SectionData::SectionString;
+    }
+    let mut stripped = Vec::with_capacity(data.len());
+    builder.write(&mut stripped).with_context(|| format!("writing {} without DWARF failed", path.display()))?;
+    std::fs::write(path, stripped).with_context(|| format!("writing {} failed", path.display()))
 }
 
 /// Sets `DNSGATE_BUILD_UNIX` to `SOURCE_DATE_EPOCH` when given (for
