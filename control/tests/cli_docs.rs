@@ -64,6 +64,21 @@ fn check_config_names_bad_key() {
     assert_eq!(report["lists"][0]["invalid"]["examples"][0]["line"], 2);
 }
 
+#[test]
+fn check_config_text_names_unsupported_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dnsgate.toml");
+    let list = dir.path().join("list.txt");
+    // The regex crate has no look-ahead.
+    std::fs::write(&list, "||ads.example^\n/^ads(?=\\.)/\n").unwrap();
+    std::fs::write(&config, format!("[[lists]]\nlocation = \"{}\"\n", list.display())).unwrap();
+    let output = dnsgate().arg("--config").arg(&config).arg("check-config").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("1 rules, 0 invalid lines, 1 unsupported rules"), "{text}");
+    assert!(text.contains("line 2: the regex crate cannot compile"), "{text}");
+}
+
 /// The documented example must parse with the daemon's own parser, and
 /// every table and key it sets must be described in the reference, so
 /// neither can drift from the code.

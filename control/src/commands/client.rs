@@ -137,10 +137,15 @@ fn check_config(cli: &Cli) -> Result<()> {
         println!("{}: configuration is valid", cli.config.display());
         for report in &compiled.reports {
             println!(
-                "  {} ({}, {}): {} rules, {} invalid lines",
-                report.name, text::role_name(report.role), report.format, report.accepted, report.invalid.count
+                "  {} ({}, {}): {} rules, {} invalid lines, {} unsupported rules",
+                report.name,
+                text::role_name(report.role),
+                report.format,
+                report.accepted,
+                report.invalid.count,
+                report.unsupported.count
             );
-            for issue in &report.invalid.examples {
+            for issue in report.invalid.examples.iter().chain(&report.unsupported.examples) {
                 println!("    line {}: {}", issue.line, issue.reason);
             }
         }
