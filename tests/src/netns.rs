@@ -3,7 +3,7 @@
 //! is dropped, also when a test panics.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -110,7 +110,7 @@ pub struct Process {
 
 impl Process {
     /// Starts `command` with its output captured to files under `log_dir`.
-    pub fn spawn(label: &str, command: &mut Command, log_dir: &std::path::Path) -> Self {
+    pub fn spawn(label: &str, command: &mut Command, log_dir: &Path) -> Self {
         let stdout = std::fs::File::create(log_dir.join(format!("{label}.out"))).expect("create log");
         let stderr = std::fs::File::create(log_dir.join(format!("{label}.err"))).expect("create log");
         let child = command
@@ -155,6 +155,17 @@ impl Process {
         let _ = child.wait();
         None
     }
+
+    /// Stops the process as [`stop`](Self::stop) does and asserts that it exited with success.
+    pub fn stop_cleanly(&mut self, timeout: Duration) {
+        let status = self.stop(timeout);
+        // In a `Drop` during a panic, a second panic would abort the test.
+        assert!(
+            std::thread::panicking() || status.is_some_and(|status| status.success()),
+            "{} did not exit cleanly on SIGTERM: {status:?}",
+            self.label
+        );
+    }
 }
 
 impl Drop for Process {
@@ -178,6 +189,72 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until a spawned `dnsgate run` logs "dnsgate is running" to `log`, asserts it did, and returns the log.
+pub fn wait_for_daemon(process: &mut Process, log: &Path, timeout: Duration) -> String {
+    let ready = wait_for(timeout, || {
+        process.exited() || std::fs::read_to_string(log).is_ok_and(|text| text.contains("dnsgate is running"))
+    });
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(!process.exited(), "{} exited at start:\n{text}", process.label);
+    assert!(ready, "{} did not start within {timeout:?}:\n{text}", process.label);
+    text
+}
+
+/// Starts `xdp-pass` on `interface` inside `namespace` and waits up to 20 s until it has attached.
+pub fn start_xdp_pass(namespace: &Namespace, interface: &str, logs: &Path, label: &str) -> Process {
+    start_xdp_pass_within(namespace, interface, logs, label, Duration::from_secs(20))
+}
+
+/// Starts `xdp-pass` as [`start_xdp_pass`] does, but waits up to `timeout` (longer on an emulated CPU).
+pub fn start_xdp_pass_within(
+    namespace: &Namespace,
+    interface: &str,
+    logs: &Path,
+    label: &str,
+    timeout: Duration,
+) -> Process {
+    // A native `XDP_TX` frame reaches a veth peer only when the peer runs an
+    // XDP program too; its output goes to `logs`/`label`.out and .err.
+    let mut command = namespace.command(workspace_binary("xdp-pass").to_str().unwrap());
+    command.arg(interface);
+    let mut process = Process::spawn(label, &mut command, logs);
+    let out = logs.join(format!("{label}.out"));
+    let attached = wait_for(timeout, || {
+        process.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
+    });
+    let errors = std::fs::read_to_string(logs.join(format!("{label}.err"))).unwrap_or_default();
+    assert!(!process.exited(), "xdp-pass ({label}) exited before attaching to {interface}:\n{errors}");
+    assert!(attached, "xdp-pass ({label}) did not attach to {interface} within {timeout:?}:\n{errors}");
+    process
+}
+
+/// Runs the `dnsgate` command line outside the namespaces against the daemon at `socket` and `pin_dir`.
+pub fn dnsgate_cli(socket: &Path, pin_dir: &Path, config: Option<&Path>, args: &[&str]) -> Output {
+    let mut command = Command::new(workspace_binary("dnsgate"));
+    command.arg("--socket").arg(socket).arg("--pin-dir").arg(pin_dir);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command.args(args).output().expect("run dnsgate")
+}
+
+/// Runs `dnsgate --json ARGS` as [`dnsgate_cli`] does, asserts that it succeeded and parses its output.
+pub fn dnsgate_json(socket: &Path, pin_dir: &Path, config: Option<&Path>, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let output = dnsgate_cli(socket, pin_dir, config, &full);
+    assert!(
+        output.status.success(),
+        "dnsgate {args:?} failed with {}: {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!("dnsgate {args:?} printed invalid JSON ({error}): {}", String::from_utf8_lossy(&output.stdout))
+    })
 }
 
 /// Path of a binary built by this workspace (`dnsgate`, `xdp-pass`), next

@@ -14,7 +14,10 @@ use std::{
 };
 
 use dnsgate_tests::{
-    netns::{veth_pair, wait_for, workspace_binary, BpfFs, Namespace, Process, TempDir},
+    netns::{
+        dnsgate_cli, dnsgate_json, start_xdp_pass, veth_pair, wait_for, wait_for_daemon, workspace_binary, BpfFs,
+        Namespace, Process, TempDir,
+    },
     require_root, require_tool,
 };
 use serde_json::Value;
@@ -41,15 +44,7 @@ impl Topology {
             &router,
             Some(&format!("{ROUTER_ADDRESS}/24")),
         );
-        let mut command = client.command(workspace_binary("xdp-pass").to_str().unwrap());
-        command.arg(&client_if);
-        let mut pass = Process::spawn("xdp-pass", &mut command, logs);
-        let out = logs.join("xdp-pass.out");
-        let attached = wait_for(Duration::from_secs(20), || {
-            pass.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
-        });
-        assert!(attached, "xdp-pass did not attach to {client_if} in time");
-        assert!(!pass.exited(), "xdp-pass exited instead of attaching to {client_if}");
+        let pass = start_xdp_pass(&client, &client_if, logs, "xdp-pass");
         Self { client, router, router_if, _pass: pass }
     }
 }
@@ -90,32 +85,13 @@ impl Paths {
 
     /// Runs `dnsgate --socket … --pin-dir … --config … ARGS`.
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(workspace_binary("dnsgate"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run dnsgate")
+        dnsgate_cli(&self.socket, &self.pin_dir, Some(&self.config), args)
     }
 
     /// Runs a subcommand with `--json`, checks that it succeeded and parses
     /// its output.
     fn json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["--json"];
-        full.extend_from_slice(args);
-        let output = self.cli(&full);
-        assert!(
-            output.status.success(),
-            "dnsgate {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|error| panic!("dnsgate {args:?} printed invalid JSON ({error}): {}", String::from_utf8_lossy(&output.stdout)))
+        dnsgate_json(&self.socket, &self.pin_dir, Some(&self.config), args)
     }
 }
 
@@ -138,13 +114,7 @@ impl Daemon {
             .args(["run", "--lan-iface", interface, "--state-dir"])
             .arg(&paths.state);
         let mut process = Process::spawn(label, &mut command, &paths.logs);
-        let log = paths.logs.join(format!("{label}.err"));
-        let ready = wait_for(Duration::from_secs(30), || {
-            process.exited() || std::fs::read_to_string(&log).is_ok_and(|text| text.contains("dnsgate is running"))
-        });
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(ready, "dnsgate did not start in time:\n{text}");
-        assert!(!process.exited(), "dnsgate exited at start:\n{text}");
+        wait_for_daemon(&mut process, &paths.logs.join(format!("{label}.err")), Duration::from_secs(30));
         Self { process, label: label.to_owned() }
     }
 

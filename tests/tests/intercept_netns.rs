@@ -5,12 +5,14 @@
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use dnsgate_tests::{
-    netns::{must, veth_pair, wait_for, workspace_binary, BpfFs, Namespace, Process, TempDir},
+    netns::{
+        dnsgate_json, must, start_xdp_pass, veth_pair, wait_for, wait_for_daemon, workspace_binary, BpfFs, Namespace,
+        Process, TempDir,
+    },
     require_root, require_tool,
 };
 
@@ -53,25 +55,13 @@ impl Router {
             .arg("--blocklist")
             .arg(&blocklist);
         let mut daemon = Process::spawn(label, &mut command, logs);
-        let log_path = logs.join(format!("{label}.err"));
-        let ready = wait_for(Duration::from_secs(20), || {
-            daemon.exited() || std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("dnsgate is running"))
-        });
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        assert!(!daemon.exited(), "dnsgate exited at start:\n{log}");
-        assert!(ready, "dnsgate did not start:\n{log}");
+        wait_for_daemon(&mut daemon, &logs.join(format!("{label}.err")), Duration::from_secs(20));
         Self { daemon, pin_dir, socket: logs.join(format!("{label}.sock")), _bpffs: bpffs }
     }
 
     /// The daemon's statistics, through its admin socket.
     fn stats(&self) -> serde_json::Value {
-        let output = must(
-            Command::new(workspace_binary("dnsgate"))
-                .args(["--pin-dir", &self.pin_dir, "--socket"])
-                .arg(&self.socket)
-                .args(["stats", "--json"]),
-        );
-        serde_json::from_slice(&output.stdout).expect("stats --json prints JSON")
+        dnsgate_json(&self.socket, Path::new(&self.pin_dir), None, &["stats"])
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -82,11 +72,7 @@ impl Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        let status = self.daemon.stop(Duration::from_secs(10));
-        assert!(
-            std::thread::panicking() || status.is_some_and(|status| status.success()),
-            "dnsgate did not exit cleanly on SIGTERM: {status:?}"
-        );
+        self.daemon.stop_cleanly(Duration::from_secs(10));
     }
 }
 
@@ -125,7 +111,7 @@ impl Topology {
         // is reachable when interception is off.
         must(router.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]));
 
-        let pass = attach_pass(&client, &client_if, logs);
+        let pass = start_xdp_pass(&client, &client_if, logs, "xdp-pass");
         let mut command = resolver.command("dnsmasq");
         command.args([
             "--keep-in-foreground",
@@ -222,21 +208,6 @@ struct Reply {
     text: String,
     stderr: String,
     elapsed: Duration,
-}
-
-/// Starts `xdp-pass` on the client's veth end: a native-mode `XDP_TX`
-/// frame reaches only a peer that runs XDP itself.
-fn attach_pass(client: &Namespace, interface: &str, logs: &Path) -> Process {
-    let mut command = client.command(workspace_binary("xdp-pass").to_str().unwrap());
-    command.arg(interface);
-    let mut process = Process::spawn("xdp-pass", &mut command, logs);
-    let out = logs.join("xdp-pass.out");
-    let attached = wait_for(Duration::from_secs(20), || {
-        process.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
-    });
-    assert!(!process.exited(), "xdp-pass exited before attaching to {interface}");
-    assert!(attached, "xdp-pass did not attach to {interface}");
-    process
 }
 
 fn tools_present(test: &str) -> bool {

@@ -6,7 +6,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use dnsgate_tests::{
-    netns::{must, veth_pair, wait_for, workspace_binary, BpfFs, Namespace, Process, TempDir},
+    netns::{must, start_xdp_pass, veth_pair, wait_for_daemon, workspace_binary, BpfFs, Namespace, Process, TempDir},
     require_root, require_tool,
 };
 
@@ -31,11 +31,7 @@ impl Router {
             .arg("--blocklist")
             .arg(blocklist);
         let mut daemon = Process::spawn("dnsgate", &mut command, logs);
-        let ready = wait_for(Duration::from_secs(20), || {
-            daemon.exited() || std::fs::read_to_string(logs.join("dnsgate.err")).is_ok_and(|log| log.contains("dnsgate is running"))
-        });
-        let log = std::fs::read_to_string(logs.join("dnsgate.err")).unwrap_or_default();
-        assert!(ready && !daemon.exited(), "dnsgate did not start:\n{log}");
+        wait_for_daemon(&mut daemon, &logs.join("dnsgate.err"), Duration::from_secs(20));
         Self { daemon, pin_dir, _bpffs: bpffs, namespace }
     }
 
@@ -49,11 +45,7 @@ impl Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        let status = self.daemon.stop(Duration::from_secs(10));
-        assert!(
-            std::thread::panicking() || status.is_some_and(|status| status.success()),
-            "dnsgate did not exit cleanly on SIGTERM: {status:?}"
-        );
+        self.daemon.stop_cleanly(Duration::from_secs(10));
         let _ = &self.namespace;
     }
 }
@@ -76,20 +68,6 @@ fn client_query(client: &Namespace, tool: &str, server: &str, name: &str, qtype:
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// Starts `xdp-pass` on a client's veth end and waits until it is attached.
-fn attach_pass(client: &Namespace, interface: &str, label: &str, logs: &Path) -> Process {
-    let mut command = client.command(workspace_binary("xdp-pass").to_str().unwrap());
-    command.arg(interface);
-    let mut process = Process::spawn(label, &mut command, logs);
-    let out = logs.join(format!("{label}.out"));
-    let attached = wait_for(Duration::from_secs(20), || {
-        process.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
-    });
-    let errors = std::fs::read_to_string(logs.join(format!("{label}.err"))).unwrap_or_default();
-    assert!(attached && !process.exited(), "xdp-pass did not attach to {interface}: {errors}");
-    process
-}
-
 fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats["dataplane"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {stats}"))
 }
@@ -108,7 +86,7 @@ fn kdig_and_dig_get_kernel_answers_over_veth() {
     let (client_if, router_if) = veth_pair(&client, Some("198.18.7.1/24"), &router, Some("198.18.7.2/24"));
     router.ip(&["-6", "addr", "add", "fd00:7::2/64", "dev", &router_if, "nodad"]);
     client.ip(&["-6", "addr", "add", "fd00:7::1/64", "dev", &client_if, "nodad"]);
-    let _pass = attach_pass(&client, &client_if, "xdp-pass", &logs.0);
+    let _pass = start_xdp_pass(&client, &client_if, &logs.0, "xdp-pass");
     let router = Router::start(router, &router_if, &write_blocklist(&logs.0), &logs.0);
 
     let before = router.stats();
@@ -158,7 +136,7 @@ fn bridge_ports_both_get_kernel_answers() {
         let address = format!("198.18.8.{}/24", index + 1);
         let (client_if, router_if) = veth_pair(client, Some(&address), &router, None);
         router.ip(&["link", "set", &router_if, "master", &bridge]);
-        passes.push(attach_pass(client, &client_if, &format!("xdp-pass-{index}"), &logs.0));
+        passes.push(start_xdp_pass(client, &client_if, &logs.0, &format!("xdp-pass-{index}")));
     }
     let router = Router::start(router, &bridge, &write_blocklist(&logs.0), &logs.0);
     let log = std::fs::read_to_string(logs.0.join("dnsgate.err")).unwrap();

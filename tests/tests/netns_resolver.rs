@@ -23,7 +23,10 @@ use std::{
 };
 
 use dnsgate_tests::{
-    netns::{must, veth_pair, wait_for, workspace_binary, BpfFs, Namespace, Process, TempDir},
+    netns::{
+        must, start_xdp_pass, veth_pair, wait_for, wait_for_daemon, workspace_binary, BpfFs, Namespace, Process,
+        TempDir,
+    },
     require_root, require_tool,
 };
 
@@ -98,7 +101,7 @@ impl Topology {
             Some(&format!("{UPSTREAM_ADDRESS}/24")),
         );
         let unbound = start_unbound(&upstream, &router, &dir.0);
-        let pass = attach_pass(&client, &client_if, &dir.0);
+        let pass = start_xdp_pass(&client, &client_if, &dir.0, "xdp-pass");
         let bpffs = BpfFs::mount();
         let pin_dir = bpffs.0.join("dnsgate");
         let daemon = start_dnsgate(&router, &router_lan_if, &pin_dir, &dir.0);
@@ -257,22 +260,6 @@ fn start_unbound(upstream: &Namespace, router: &Namespace, dir: &Path) -> Proces
     unbound
 }
 
-/// Starts `xdp-pass` on the client's veth end: the router's native
-/// `XDP_TX` answers reach a veth peer only if it runs XDP too.
-fn attach_pass(client: &Namespace, interface: &str, dir: &Path) -> Process {
-    let mut command = client.command(workspace_binary("xdp-pass").to_str().unwrap());
-    command.arg(interface);
-    let mut process = Process::spawn("xdp-pass", &mut command, dir);
-    let out = dir.join("xdp-pass.out");
-    let attached = wait_for(Duration::from_secs(20), || {
-        process.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
-    });
-    let errors = std::fs::read_to_string(dir.join("xdp-pass.err")).unwrap_or_default();
-    assert!(!process.exited(), "xdp-pass exited before attaching to {interface}: {errors}");
-    assert!(attached, "xdp-pass did not attach to {interface}: {errors}");
-    process
-}
-
 /// Writes the router's configuration and starts `dnsgate run` in the
 /// router namespace.
 fn start_dnsgate(router: &Namespace, lan_if: &str, pin_dir: &Path, dir: &Path) -> Process {
@@ -312,13 +299,7 @@ ca_file = "{ca}"
         .arg(&config_path)
         .arg("run");
     let mut daemon = Process::spawn("dnsgate", &mut command, dir);
-    let log = dir.join("dnsgate.err");
-    let ready = wait_for(Duration::from_secs(60), || {
-        daemon.exited() || std::fs::read_to_string(&log).is_ok_and(|text| text.contains("dnsgate is running"))
-    });
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!daemon.exited(), "dnsgate exited in the router namespace:\n{text}");
-    assert!(ready, "dnsgate did not start in the router namespace:\n{text}");
+    wait_for_daemon(&mut daemon, &dir.join("dnsgate.err"), Duration::from_secs(60));
     daemon
 }
 

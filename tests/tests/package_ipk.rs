@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use dnsgate_tests::netns::{Namespace, Process, TempDir, veth_pair, wait_for, workspace_binary};
+use dnsgate_tests::netns::{Namespace, Process, TempDir, start_xdp_pass, veth_pair, wait_for_daemon};
 use dnsgate_tests::{require_root, require_tool};
 use package_support::{ElfFacts, FakeRoot, Ipk, debian_busybox, elf_facts, skip, workspace_root};
 
@@ -202,18 +202,9 @@ fn x86_64_package_installs_and_serves() {
     let mut daemon = Process::spawn("dnsgate", &mut daemon_command, &logs.0);
     // Native XDP_TX on a veth reaches the peer only when the peer runs an
     // XDP program too; a real NIC needs no such thing.
-    let mut pass_command = client.command(workspace_binary("xdp-pass").to_str().unwrap());
-    pass_command.arg(&client_end);
-    let mut pass = Process::spawn("xdp-pass", &mut pass_command, &logs.0);
-    let attached = wait_for(Duration::from_secs(20), || {
-        pass.exited() || std::fs::read_to_string(logs.0.join("xdp-pass.out")).is_ok_and(|text| text.contains("attached"))
-    });
-    assert!(attached, "xdp-pass did not attach to {client_end}");
-    assert!(!pass.exited(), "xdp-pass exited after attaching to {client_end}");
+    let _pass = start_xdp_pass(&client, &client_end, &logs.0, "xdp-pass");
+    wait_for_daemon(&mut daemon, &logs.0.join("dnsgate.err"), Duration::from_secs(30));
     let log = || std::fs::read_to_string(logs.0.join("dnsgate.err")).unwrap_or_default();
-    let ready = wait_for(Duration::from_secs(30), || daemon.exited() || log().contains("dnsgate is running"));
-    assert!(ready, "dnsgate did not report that it runs:\n{}", log());
-    assert!(!daemon.exited(), "dnsgate exited after starting from the installed files:\n{}", log());
 
     for (label, namespace, args) in [
         ("UDP from the LAN", &client, vec!["@198.18.7.1"]),

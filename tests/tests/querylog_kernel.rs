@@ -3,14 +3,13 @@
 //! where `dnsgate run` has the program attached natively, and the test reads
 //! the log through the admin socket, as `dnsgate log --json` prints it.
 
-use std::{
-    path::PathBuf,
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use dnsgate_tests::{
-    netns::{veth_pair, wait_for, workspace_binary, BpfFs, Namespace, Process, TempDir},
+    netns::{
+        dnsgate_json, start_xdp_pass, veth_pair, wait_for, wait_for_daemon, workspace_binary, BpfFs, Namespace, Process,
+        TempDir,
+    },
     require_root, require_tool,
 };
 use serde_json::Value;
@@ -48,14 +47,7 @@ impl Setup {
         client.ip(&["addr", "add", &format!("{CLIENT_V6}/64"), "dev", &client_if, "nodad"]);
         router.ip(&["addr", "add", &format!("{ROUTER_V6}/64"), "dev", &router_if, "nodad"]);
 
-        let mut command = client.command(workspace_binary("xdp-pass").to_str().unwrap());
-        command.arg(&client_if);
-        let mut pass = Process::spawn("xdp-pass", &mut command, &logs.0);
-        let out = logs.0.join("xdp-pass.out");
-        let attached = wait_for(Duration::from_secs(20), || {
-            pass.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
-        });
-        assert!(attached && !pass.exited(), "xdp-pass did not attach to {client_if}");
+        let pass = start_xdp_pass(&client, &client_if, &logs.0, "xdp-pass");
 
         let blocklist = logs.0.join("blocklist.txt");
         std::fs::write(&blocklist, "||ads.example^\ntracker.example\n").unwrap();
@@ -81,35 +73,13 @@ impl Setup {
             .args(["run", "--lan-iface", &router_if, "--state-dir"])
             .arg(logs.0.join("state"));
         let mut daemon = Process::spawn("dnsgate", &mut command, &logs.0);
-        let err = logs.0.join("dnsgate.err");
-        let ready = wait_for(Duration::from_secs(30), || {
-            daemon.exited() || std::fs::read_to_string(&err).is_ok_and(|text| text.contains("dnsgate is running"))
-        });
-        let text = std::fs::read_to_string(&err).unwrap_or_default();
-        assert!(ready && !daemon.exited(), "dnsgate did not start:\n{text}");
+        wait_for_daemon(&mut daemon, &logs.0.join("dnsgate.err"), Duration::from_secs(30));
         Self { client, _router: router, _pass: pass, daemon, socket, pin_dir, config, _bpffs: bpffs, logs }
     }
 
     /// Runs `dnsgate --json ARGS` against the daemon and parses its output.
     fn json(&self, args: &[&str]) -> Value {
-        let output: Output = Command::new(workspace_binary("dnsgate"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("run dnsgate");
-        assert!(
-            output.status.success(),
-            "dnsgate {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("dnsgate {args:?} printed invalid JSON: {error}"))
+        dnsgate_json(&self.socket, &self.pin_dir, Some(&self.config), args)
     }
 
     /// Sends one query with kdig and returns the status kdig printed.

@@ -11,7 +11,6 @@ use std::{
     net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    process::{Command, Output},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -21,7 +20,9 @@ use std::{
 
 use dnsgate_tests::{
     frames::dns_query,
-    netns::{veth_pair, wait_for, workspace_binary, BpfFs, Namespace, Process, TempDir},
+    netns::{
+        dnsgate_json, start_xdp_pass, veth_pair, wait_for_daemon, workspace_binary, BpfFs, Namespace, Process, TempDir,
+    },
     require_root, require_tool,
 };
 use serde_json::Value;
@@ -63,16 +64,7 @@ impl Topology {
         let (b_if, router_b) = veth_pair(&b, Some(&format!("{B_ADDRESS}/24")), &router, Some(&format!("{B_ROUTER}/24")));
         let mut pass = Vec::new();
         for (namespace, interface, label) in [(&a, &a_if, "xdp-pass-a"), (&b, &b_if, "xdp-pass-b")] {
-            let mut command = namespace.command(workspace_binary("xdp-pass").to_str().unwrap());
-            command.arg(interface);
-            let mut process = Process::spawn(label, &mut command, logs);
-            let out = logs.join(format!("{label}.out"));
-            let attached = wait_for(Duration::from_secs(20), || {
-                process.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
-            });
-            assert!(attached, "xdp-pass did not attach to {interface} in time");
-            assert!(!process.exited(), "xdp-pass exited instead of attaching to {interface}");
-            pass.push(process);
+            pass.push(start_xdp_pass(namespace, interface, logs, label));
         }
         Self { a, b, router, router_ifs: [router_a, router_b], _pass: pass }
     }
@@ -117,32 +109,8 @@ impl Paths {
         std::fs::write(&self.config, text).unwrap();
     }
 
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(workspace_binary("dnsgate"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run dnsgate")
-    }
-
     fn json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["--json"];
-        full.extend_from_slice(args);
-        let output = self.cli(&full);
-        assert!(
-            output.status.success(),
-            "dnsgate {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-            panic!("dnsgate {args:?} printed invalid JSON ({error}): {}", String::from_utf8_lossy(&output.stdout))
-        })
+        dnsgate_json(&self.socket, &self.pin_dir, Some(&self.config), args)
     }
 
     fn rate_limited(&self) -> u64 {
@@ -170,13 +138,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&paths.state);
         let mut process = Process::spawn("dnsgate", &mut command, &paths.logs);
-        let log = paths.logs.join("dnsgate.err");
-        let ready = wait_for(Duration::from_secs(30), || {
-            process.exited() || std::fs::read_to_string(&log).is_ok_and(|text| text.contains("dnsgate is running"))
-        });
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(ready, "dnsgate did not start in time:\n{text}");
-        assert!(!process.exited(), "dnsgate exited at start:\n{text}");
+        wait_for_daemon(&mut process, &paths.logs.join("dnsgate.err"), Duration::from_secs(30));
         Self { process }
     }
 }

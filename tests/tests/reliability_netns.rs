@@ -33,7 +33,10 @@ use std::{
 };
 
 use dnsgate_tests::{
-    netns::{BpfFs, Namespace, Process, TempDir, veth_pair, wait_for, workspace_binary},
+    netns::{
+        BpfFs, Namespace, Process, TempDir, dnsgate_cli, start_xdp_pass, veth_pair, wait_for, wait_for_daemon,
+        workspace_binary,
+    },
     require_root, require_tool,
 };
 use serde_json::Value;
@@ -71,7 +74,7 @@ impl Topology {
             &router,
             Some(&format!("{ROUTER_ADDRESS}/24")),
         );
-        let pass = start_pass(&client, &client_if, logs, "xdp-pass");
+        let pass = start_xdp_pass(&client, &client_if, logs, "xdp-pass");
         Self {
             client,
             router,
@@ -121,7 +124,7 @@ impl Topology {
         ]);
         self.client.ip(&["link", "set", &self.client_if, "up"]);
         self.router.ip(&["link", "set", &self.router_if, "up"]);
-        self.pass = start_pass(&self.client, &self.client_if, logs, "xdp-pass-2");
+        self.pass = start_xdp_pass(&self.client, &self.client_if, logs, "xdp-pass-2");
     }
 
     /// The id of the XDP program attached to the router's port, from
@@ -138,23 +141,6 @@ impl Topology {
             .parse()
             .ok()
     }
-}
-
-/// Attaches the pass-through program to the client's end of the pair.
-fn start_pass(client: &Namespace, client_if: &str, logs: &Path, label: &str) -> Process {
-    let mut command = client.command(workspace_binary("xdp-pass").to_str().unwrap());
-    command.arg(client_if);
-    let mut pass = Process::spawn(label, &mut command, logs);
-    let out = logs.join(format!("{label}.out"));
-    let attached = wait_for(Duration::from_secs(20), || {
-        pass.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
-    });
-    assert!(attached, "xdp-pass did not attach to {client_if} in time");
-    assert!(
-        !pass.exited(),
-        "xdp-pass exited instead of attaching to {client_if}"
-    );
-    pass
 }
 
 /// Paths one daemon uses; they stay the same across restarts.
@@ -197,16 +183,7 @@ impl Paths {
 
     /// Runs `dnsgate --socket … --pin-dir … --config … ARGS`.
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(workspace_binary("dnsgate"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run dnsgate")
+        dnsgate_cli(&self.socket, &self.pin_dir, Some(&self.config), args)
     }
 
     fn layout_dir(&self) -> PathBuf {
@@ -261,14 +238,7 @@ impl Daemon {
         command.args(extra);
         let mut process = Process::spawn(label, &mut command, &paths.logs);
         let log = paths.logs.join(format!("{label}.err"));
-        let ready = wait_for(Duration::from_secs(60), || {
-            process.exited()
-                || std::fs::read_to_string(&log)
-                    .is_ok_and(|text| text.contains("dnsgate is running"))
-        });
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(ready, "{label} did not start in time:\n{text}");
-        assert!(!process.exited(), "{label} exited at start:\n{text}");
+        wait_for_daemon(&mut process, &log, Duration::from_secs(60));
         Self {
             process,
             label: label.to_owned(),
@@ -650,16 +620,7 @@ fn second_daemon_on_the_same_pin_dir_is_refused() {
     let mut command = run_command(&topology.router, &topology.router_if, &paths, &paths.socket);
     command.arg("--no-xdp");
     let mut process = Process::spawn("no-xdp", &mut command, &logs.0);
-    let log = logs.0.join("no-xdp.err");
-    assert!(wait_for(Duration::from_secs(60), || {
-        process.exited()
-            || std::fs::read_to_string(&log).is_ok_and(|text| text.contains("dnsgate is running"))
-    }));
-    assert!(
-        !process.exited(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    wait_for_daemon(&mut process, &logs.0.join("no-xdp.err"), Duration::from_secs(60));
     assert_eq!(
         topology.program_id(),
         None,

@@ -11,12 +11,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
 use dnsgate_tests::{
-    netns::{veth_pair, wait_for, workspace_binary, BpfFs, Namespace, Process, TempDir},
+    netns::{
+        dnsgate_json, start_xdp_pass_within, veth_pair, wait_for_daemon, workspace_binary, BpfFs, Namespace, Process,
+        TempDir,
+    },
     require_root,
 };
 use serde_json::Value;
@@ -68,21 +70,6 @@ fn query(client: &Namespace, server: &str, name: &str, qtype: &str) -> Option<Re
     Some(reply.unwrap_or_else(|| panic!("dns-query printed an unexpected line: {stdout:?}")))
 }
 
-/// Starts `xdp-pass` on the client's veth end, which native `XDP_TX` frames
-/// need in order to arrive, and waits until it is attached.
-fn attach_pass(client: &Namespace, interface: &str, logs: &Path) -> Process {
-    let mut command = client.command(workspace_binary("xdp-pass").to_str().unwrap());
-    command.arg(interface);
-    let mut process = Process::spawn("xdp-pass", &mut command, logs);
-    let out = logs.join("xdp-pass.out");
-    let attached = wait_for(START_TIMEOUT, || {
-        process.exited() || std::fs::read_to_string(&out).is_ok_and(|text| text.contains("attached"))
-    });
-    let errors = std::fs::read_to_string(logs.join("xdp-pass.err")).unwrap_or_default();
-    assert!(attached && !process.exited(), "xdp-pass did not attach to {interface}: {errors}");
-    process
-}
-
 /// `dnsgate run` in the router namespace, stopped with SIGTERM on drop.
 struct Daemon {
     process: Process,
@@ -118,46 +105,20 @@ impl Daemon {
             .arg("--blocklist")
             .arg(&blocklist);
         let mut process = Process::spawn("dnsgate", &mut command, logs);
-        let log = logs.join("dnsgate.err");
-        let ready = wait_for(START_TIMEOUT, || {
-            process.exited() || std::fs::read_to_string(&log).is_ok_and(|text| text.contains("dnsgate is running"))
-        });
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(ready, "dnsgate did not start within {START_TIMEOUT:?}:\n{text}");
-        assert!(!process.exited(), "dnsgate exited at start:\n{text}");
+        wait_for_daemon(&mut process, &logs.join("dnsgate.err"), START_TIMEOUT);
         Self { process, pin_dir, socket, _bpffs: bpffs }
     }
 
     /// Runs `dnsgate --json SUBCOMMAND` against this daemon's socket and
     /// parses the reply.
     fn json(&self, subcommand: &str) -> Value {
-        let output = Command::new(workspace_binary("dnsgate"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .args(["--json", subcommand])
-            .output()
-            .expect("run dnsgate");
-        assert!(
-            output.status.success(),
-            "dnsgate {subcommand} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-            panic!("dnsgate {subcommand} printed invalid JSON ({error}): {}", String::from_utf8_lossy(&output.stdout))
-        })
+        dnsgate_json(&self.socket, &self.pin_dir, None, &[subcommand])
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let status = self.process.stop(Duration::from_secs(20));
-        assert!(
-            std::thread::panicking() || status.is_some_and(|status| status.success()),
-            "dnsgate did not exit cleanly on SIGTERM: {status:?}"
-        );
+        self.process.stop_cleanly(Duration::from_secs(20));
     }
 }
 
@@ -181,7 +142,7 @@ fn native_veth_blocks_in_kernel_and_passes_the_rest() {
         veth_pair(&client, Some(&format!("{CLIENT_V4}/24")), &router, Some(&format!("{ROUTER_V4}/24")));
     client.ip(&["-6", "addr", "add", &format!("{CLIENT_V6}/64"), "dev", &client_if, "nodad"]);
     router.ip(&["-6", "addr", "add", &format!("{ROUTER_V6}/64"), "dev", &router_if, "nodad"]);
-    let _pass = attach_pass(&client, &client_if, &logs.0);
+    let _pass = start_xdp_pass_within(&client, &client_if, &logs.0, "xdp-pass", START_TIMEOUT);
     let daemon = Daemon::start(&router, &router_if, &logs.0);
 
     // The program is on the router's veth end in native mode, not generic.
