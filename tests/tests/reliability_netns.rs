@@ -953,12 +953,12 @@ fn configuration_errors_at_start_name_the_key() {
         (
             "zero-buckets",
             "[dataplane]\nrule_buckets = 0\n",
-            &["dataplane.rule_buckets", "at least 1"],
+            &["dataplane.rule_buckets", "at least 1", "line 2"],
         ),
         (
             "querylog",
             "[querylog]\ncapacity = 0\n",
-            &["querylog.capacity", "between 1 and"],
+            &["querylog.capacity", "between 1 and", "line 2"],
         ),
         (
             "syntax",
