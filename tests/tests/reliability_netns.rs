@@ -671,14 +671,16 @@ impl Stream {
         let handle = std::thread::spawn(move || {
             let mut sent = 0;
             while running.load(Ordering::SeqCst) && sent < MAX_QUERIES {
-                let now = phase.load(Ordering::SeqCst);
+                let before = phase.load(Ordering::SeqCst);
                 let answered = check(&client);
                 sent += 1;
-                {
+                // A query that a phase change overtook (the daemon killed
+                // while kdig starts, say) belongs to neither phase.
+                if phase.load(Ordering::SeqCst) == before {
                     let mut counts = recorded.lock().unwrap();
-                    counts[now].sent += 1;
+                    counts[before].sent += 1;
                     if !answered {
-                        counts[now].unanswered += 1;
+                        counts[before].unanswered += 1;
                     }
                 }
                 // The first answer once the restart is marked.
