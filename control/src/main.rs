@@ -7,6 +7,9 @@ use dnsgate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        restore_sigpipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -28,5 +31,18 @@ fn main() -> ExitCode {
             eprintln!("dnsgate: {}", dnsgate::cli::error_report(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets a closed pipe end the command quietly, as it ends `cat` or `ls`:
+/// `dnsgate log | head` would otherwise panic on its next line of output.
+/// The Rust runtime ignores SIGPIPE so that writes fail with an error
+/// instead; the daemon keeps that, because a client closing its connection
+/// must not stop it.
+fn restore_sigpipe() {
+    // SAFETY: called before any thread is started; SIG_DFL is a valid
+    // disposition for SIGPIPE and no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -19,6 +19,19 @@ fn bash_completion_lists_subcommands() {
 }
 
 #[test]
+fn closed_pipe_ends_command_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    // A pipe whose reader is gone, as after `dnsgate completions bash | true`.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = dnsgate().args(["completions", "bash"]).stdout(writer).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", output.status);
+}
+
+#[test]
 fn man_pages_cover_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     let output = dnsgate().arg("man").arg("--out-dir").arg(dir.path()).output().unwrap();
