@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use dnsgate::lists::{Budget, ListFormat, ListRole, SourceReport, SourceSpec, load_and_compile};
+use dnsgate::lists::{Budget, ListError, ListFormat, ListRole, SourceReport, SourceSpec, load_and_compile};
 use dnsgate::policy::{Decision, Policy, RulePlace, RuleStatus};
 use dnsgate_common::name::name_key;
 use dnsgate_common::rules::{
@@ -388,19 +388,33 @@ fn missing_file_is_a_clear_error() {
 #[test]
 fn list_without_valid_rules_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[u8]); 2] = [
-        ("error-page.txt", b"<html>\n<head><title>503 Service Unavailable</title></head>\n<body>try later</body>\n</html>\n"),
-        ("binary.txt", b"\x7fELF\x02\x01\x01\x00\n\x00\x00\xff\xfe garbage \x01\n"),
-    ];
-    for (file, bytes) in cases {
-        let path = dir.path().join(file);
-        std::fs::write(&path, bytes).unwrap();
-        let spec = SourceSpec::new(path.to_str().unwrap(), ListFormat::Auto, ListRole::Block);
+    let path = dir.path().join("error-page.txt");
+    std::fs::write(&path, "<html>\n<head><title>503 Service Unavailable</title></head>\n<body>try later</body>\n</html>\n")
+        .unwrap();
+    let spec = SourceSpec::new(path.to_str().unwrap(), ListFormat::Auto, ListRole::Block);
+    let message = load_and_compile(&[spec], &Budget::default()).unwrap_err().to_string();
+    assert!(message.contains("has no valid rule"), "{message}");
+    assert!(message.contains(path.to_str().unwrap()), "{message}");
+
+    // A program has lines that pass for regex rules, so it is recognised by
+    // its NUL bytes, whatever the format given.
+    let mut program = b"\x7fELF\x02\x01\x01\x00\n".to_vec();
+    program.extend(std::iter::repeat_n(b"ads[0-9]+\\.example\n".as_slice(), 50).flatten());
+    let path = dir.path().join("binary.txt");
+    std::fs::write(&path, &program).unwrap();
+    for format in [ListFormat::Auto, ListFormat::Regex] {
+        let spec = SourceSpec::new(path.to_str().unwrap(), format, ListRole::Block);
         let error = load_and_compile(&[spec], &Budget::default()).unwrap_err();
+        assert!(matches!(error, ListError::Binary { .. }), "{format}: {error}");
         let message = error.to_string();
-        assert!(message.contains("has no valid rule"), "{file}: {message}");
-        assert!(message.contains(path.to_str().unwrap()), "{file}: {message}");
+        assert!(message.contains("is a binary file"), "{message}");
+        assert_eq!(message.matches(path.to_str().unwrap()).count(), 1, "the path once: {message}");
     }
+
+    // FTP and other schemes are not read as file paths.
+    let spec = SourceSpec::new("ftp://lists.example/ads.txt", ListFormat::Auto, ListRole::Block);
+    let error = load_and_compile(&[spec], &Budget::default()).unwrap_err();
+    assert!(matches!(&error, ListError::UnsupportedScheme { scheme, .. } if scheme == "ftp"), "{error}");
 
     // A list of comments only is empty, not broken.
     let path = dir.path().join("comments.txt");

@@ -77,6 +77,10 @@ pub fn load_sources(specs: &[SourceSpec], fetcher: &dyn ListFetcher) -> Result<R
     let mut raw = RawSet::default();
     for (index, spec) in specs.iter().enumerate() {
         let (path, fetched_at) = local_path(spec, fetcher)?;
+        let read_error = |source| ListError::Read { location: spec.location.clone(), path: path.clone(), source };
+        if is_binary(&path).map_err(read_error)? {
+            return Err(ListError::Binary { location: spec.location.clone(), path });
+        }
         let report =
             load_source(index as u16, spec, &path, &mut raw).map_err(|source| ListError::Read {
                 location: spec.location.clone(),
@@ -126,7 +130,22 @@ fn local_path(
         return Ok((fetched.path, fetched.last_update));
     }
     let path = location.strip_prefix("file://").unwrap_or(location);
+    if let Some((scheme, _)) = path.split_once("://")
+        && !scheme.is_empty()
+        && scheme.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"+-.".contains(&byte))
+    {
+        return Err(ListError::UnsupportedScheme { location: location.to_owned(), scheme: scheme.to_owned() });
+    }
     Ok((PathBuf::from(path), None))
+}
+
+/// Returns whether the first block of the file has a NUL byte, which no
+/// text list has.
+fn is_binary(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let mut block = Vec::with_capacity(8192);
+    File::open(path)?.take(8192).read_to_end(&mut block)?;
+    Ok(block.contains(&0))
 }
 
 fn parser_for(format: ListFormat) -> Box<dyn LineParser> {

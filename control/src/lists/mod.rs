@@ -365,7 +365,10 @@ pub struct Compiled {
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     /// A list file could not be read.
-    #[error("failed to read list {location:?} from {path}; check that it is a file that exists and is readable")]
+    #[error(
+        "failed to read list {location:?}{}; check that it is a file that exists and is readable",
+        read_from(location, path)
+    )]
     Read {
         /// The source as configured.
         location: String,
@@ -374,6 +377,26 @@ pub enum ListError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// A list file with NUL bytes in its first block, which no list format
+    /// has: a program, an archive or a compressed download.
+    #[error(
+        "list {location:?}{} is a binary file, not a list; check the location (a compressed or archived list must be unpacked first)",
+        read_from(location, path)
+    )]
+    Binary {
+        /// The source as configured.
+        location: String,
+        /// The file that was read.
+        path: PathBuf,
+    },
+    /// A location whose scheme is neither a file path nor HTTP(S).
+    #[error("list location {location:?} has the unsupported scheme {scheme}://; give a file path, http:// or https://")]
+    UnsupportedScheme {
+        /// The source as configured.
+        location: String,
+        /// The scheme found.
+        scheme: String,
     },
     /// A list whose every rule line is invalid: an error page saved in
     /// place of the list, a binary file, or a format dnsgate does not read.
@@ -430,6 +453,16 @@ pub enum ListError {
         /// Amount allowed.
         limit: usize,
     },
+}
+
+/// Names the file read for a list when it is not the location itself (a
+/// cached download).
+fn read_from(location: &str, path: &std::path::Path) -> String {
+    if std::path::Path::new(location) == path {
+        String::new()
+    } else {
+        format!(" from {}", path.display())
+    }
 }
 
 /// Detects the format of a local list file from its first lines.
