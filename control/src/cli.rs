@@ -157,8 +157,9 @@ pub struct RunArgs {
     /// built without it.
     #[arg(long)]
     pub ignore_kernel_btf: bool,
-    /// Number of rule-table buckets in each rule set (eight rules each).
-    #[arg(long, value_name = "N")]
+    /// Number of rule-table buckets in each rule set (eight rules each), at
+    /// least 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub rule_buckets: Option<u32>,
 }
 
@@ -280,6 +281,9 @@ pub fn parse_qtype(value: &str) -> Result<u16, String> {
     if let Ok(number) = value.parse::<u16>() {
         return Ok(number);
     }
+    if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(format!("query type {value} is out of range; a type number is from 0 to 65535"));
+    }
     value
         .to_ascii_uppercase()
         .parse::<hickory_proto::rr::RecordType>()
@@ -295,7 +299,6 @@ pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
         Some(index) => value.split_at(index),
         None => (value, "s"),
     };
-    let number: u64 = number.parse().map_err(|_| invalid())?;
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -303,7 +306,14 @@ pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
         "d" => 86_400,
         _ => return Err(invalid()),
     };
-    let total = number.checked_mul(seconds).filter(|total| *total > 0).ok_or_else(invalid)?;
+    if number.is_empty() {
+        return Err(invalid());
+    }
+    // A number too large for u64 seconds is still a duration, only too long.
+    let total = number.parse::<u64>().ok().and_then(|number| number.checked_mul(seconds)).unwrap_or(u64::MAX);
+    if total == 0 {
+        return Err(format!("duration {value:?} is zero; give at least 1s"));
+    }
     Ok(std::time::Duration::from_secs(total))
 }
 
@@ -345,7 +355,8 @@ mod tests {
         assert_eq!(parse_pause("30d").unwrap().as_secs(), crate::admin::MAX_PAUSE_SECS);
         let error = parse_pause("31d").unwrap_err();
         assert!(error.contains("at most 30 days"), "{error}");
-        assert!(parse_pause("99999999999999d").is_err(), "an overflowing duration is rejected");
+        assert!(parse_pause("99999999999999d").unwrap_err().contains("at most 30 days"));
+        assert!(parse_pause("99999999999999999999999").unwrap_err().contains("at most 30 days"));
     }
 
     #[test]
@@ -370,7 +381,8 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
         assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
         assert_eq!(parse_duration("2h").unwrap().as_secs(), 7200);
-        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
+        assert_eq!(parse_duration("99999999999999999999999").unwrap().as_secs(), u64::MAX);
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("m").is_err());
     }
@@ -380,6 +392,7 @@ mod tests {
         assert_eq!(parse_qtype("aaaa").unwrap(), 28);
         assert_eq!(parse_qtype("65").unwrap(), 65);
         assert!(parse_qtype("nope").is_err());
+        assert!(parse_qtype("70000").unwrap_err().contains("from 0 to 65535"));
     }
 
     #[test]

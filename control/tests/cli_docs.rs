@@ -78,6 +78,31 @@ fn check_config_names_bad_key() {
 }
 
 #[test]
+fn check_config_rejects_what_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dnsgate.toml");
+    for (text, expected) in [
+        ("[resolver]\nbootstrap = [\"tls://192.0.2.1\"]\n[[resolver.upstreams]]\nurl = \"tls://dns.example\"\n", "bootstrap server"),
+        ("[[resolver.upstreams]]\nurl = \"udp://dns.example\"\n", "no bootstrap server"),
+        ("[resolver.local]\nserver = \"https://dns.example/\"\n", "local name server"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let output = dnsgate().arg("--config").arg(&config).arg("check-config").output().unwrap();
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{text}");
+        assert!(message.contains(expected), "{text}: {message}");
+    }
+
+    // No file at all is reported as such, with the missing upstream.
+    let output = dnsgate().arg("--config").arg(dir.path().join("absent.toml")).arg("check-config").output().unwrap();
+    assert!(!output.status.success(), "a missing file named with --config is an error");
+    std::fs::write(&config, "").unwrap();
+    let output = dnsgate().arg("--config").arg(&config).arg("check-config").output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("no upstream resolver is set"), "{text}");
+}
+
+#[test]
 fn check_config_text_names_unsupported_rules() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("dnsgate.toml");

@@ -125,6 +125,7 @@ fn rule_command(cli: &Cli, list: RuleList, action: &RuleCommand) -> Result<()> {
 fn check_config(cli: &Cli) -> Result<()> {
     let explicit = cli.config.as_os_str() != crate::config::DEFAULT_CONFIG_PATH;
     let config = Config::load(&cli.config, explicit)?;
+    crate::resolver::Resolver::check_config(&config.resolver).context("the resolver settings are unusable")?;
     let fetcher = HttpFetcher::new(config.state_dir().join("lists"));
     let compiled = load_and_compile_with(&config.lists, &config.budget, &fetcher).context("loading the lists failed")?;
     let invalid: u64 = compiled.reports.iter().map(|report| report.invalid.count).sum();
@@ -134,7 +135,14 @@ fn check_config(cli: &Cli) -> Result<()> {
             serde_json::json!({ "valid": true, "path": cli.config.display().to_string(), "lists": compiled.reports, "invalid_lines": invalid })
         );
     } else {
-        println!("{}: configuration is valid", cli.config.display());
+        if cli.config.exists() {
+            println!("{}: configuration is valid", cli.config.display());
+        } else {
+            println!("{}: no such file, so every setting has its default", cli.config.display());
+        }
+        if config.resolver.upstreams.is_empty() {
+            println!("  no upstream resolver is set: allowed names that are not local would get SERVFAIL");
+        }
         for report in &compiled.reports {
             println!(
                 "  {} ({}, {}): {} rules, {} invalid lines, {} unsupported rules",

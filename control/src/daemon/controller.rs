@@ -72,6 +72,8 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
         let mut config = Config::load(&self.path, self.explicit)?;
         super::merge_arguments(&mut config, &self.overrides);
+        // The options get the same checks as the file's values.
+        config.validate()?;
         Ok(config)
     }
 }

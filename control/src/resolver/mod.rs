@@ -84,25 +84,7 @@ impl Resolver {
         policy: Arc<dyn QueryPolicy>,
         designated: Option<Arc<dyn DesignatedResolvers>>,
     ) -> Result<Self, ResolverError> {
-        let local_server = match &config.local.server {
-            None => None,
-            Some(server) => {
-                if server.socket_addr().is_none()
-                    || !matches!(server.protocol, Protocol::Udp | Protocol::Tcp)
-                {
-                    return Err(ResolverError::InvalidLocalServer {
-                        server: server.to_string(),
-                    });
-                }
-                let local_config = ResolverConfig {
-                    upstreams: vec![UpstreamConfig::new(server.clone())],
-                    max_attempts: 1,
-                    ..config.clone()
-                };
-                Some(UpstreamPool::new(&local_config)?)
-            }
-        };
-        let upstreams = UpstreamPool::new(config)?;
+        let (local_server, upstreams) = Self::pools(config)?;
         // The daemon warns when none is configured, naming the setting.
         if !upstreams.is_empty() {
             let urls: Vec<String> =
@@ -117,6 +99,33 @@ impl Resolver {
             upstreams,
             counters: Counters::default(),
         })
+    }
+
+    /// Checks the settings as [`new`](Self::new) does, without building a
+    /// resolver or logging: every upstream, its bootstrap servers and the
+    /// LAN name server must be usable.
+    pub fn check_config(config: &ResolverConfig) -> Result<(), ResolverError> {
+        Self::pools(config).map(drop)
+    }
+
+    /// Builds the pool of the LAN name server, if one is set, and the pool
+    /// of upstreams. Neither opens a connection yet.
+    fn pools(config: &ResolverConfig) -> Result<(Option<UpstreamPool>, UpstreamPool), ResolverError> {
+        let local_server = match &config.local.server {
+            None => None,
+            Some(server) => {
+                if server.socket_addr().is_none() || !matches!(server.protocol, Protocol::Udp | Protocol::Tcp) {
+                    return Err(ResolverError::InvalidLocalServer { server: server.to_string() });
+                }
+                let local_config = ResolverConfig {
+                    upstreams: vec![UpstreamConfig::new(server.clone())],
+                    max_attempts: 1,
+                    ..config.clone()
+                };
+                Some(UpstreamPool::new(&local_config)?)
+            }
+        };
+        Ok((local_server, UpstreamPool::new(config)?))
     }
 
     /// Returns whether upstreams are configured and healthy.
