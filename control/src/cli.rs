@@ -220,9 +220,10 @@ pub struct PauseArgs {
 /// Options of `dnsgate stop`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Also detach the XDP program and remove its pinned maps. Without it
-    /// the program stays attached and keeps answering blocked names
-    /// (fail-open) until the next `dnsgate run` adopts it.
+    /// Also detach the XDP program and remove its pinned maps, also when
+    /// the daemon has already died. Without it the program stays attached
+    /// and keeps answering blocked names (fail-open) until the next
+    /// `dnsgate run` adopts it.
     #[arg(long)]
     pub detach: bool,
     /// Return once the daemon has accepted the request, without waiting for

@@ -39,6 +39,18 @@ use crate::{
     shared_policy::SharedPolicy,
 };
 
+/// Detaches the XDP filter that a daemon which is no longer running left
+/// pinned under `pin_dir`, by removing its pins. Returns whether anything
+/// was pinned there. Fails while a daemon holds the pin directory.
+pub fn detach_left_filter(pin_dir: &std::path::Path) -> Result<bool> {
+    if !pin_dir.is_dir() {
+        return Ok(false);
+    }
+    let _lock = lock::PinLock::acquire(pin_dir)
+        .context("a daemon still holds the pin directory; stop it with `dnsgate stop --detach` through its socket")?;
+    Ok(crate::dataplane::remove_pins(pin_dir))
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     let source = ConfigSource {

@@ -460,6 +460,18 @@ fn pinned_program_survives_the_controller_and_is_adopted() {
     assert!(blocked(&topology.client.name, "ads.example"));
     assert!(allowed(&topology.client.name));
 
+    // A killed daemon's filter is removed by stop --detach without it.
+    daemon.kill();
+    assert!(topology.program_id().is_some(), "fail-open after SIGKILL");
+    let stop = paths.cli(&["stop", "--detach"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(text(&stop).contains("detached the XDP filter it left"), "{}", text(&stop));
+    assert_eq!(topology.program_id(), None, "the pins held the only link");
+    let again = paths.cli(&["stop", "--detach"]);
+    assert!(text(&again).contains("no XDP filter was pinned"), "{}", text(&again));
+    let daemon = Daemon::start_with(&topology.router, &topology.router_if, &paths, "fifth", &[]);
+    assert!(blocked(&topology.client.name, "ads.example"));
+
     // stop --detach removes the program and the pins.
     let stop = paths.cli(&["stop", "--detach"]);
     assert!(stop.status.success(), "{}", text(&stop));

@@ -162,7 +162,13 @@ fn check_config(cli: &Cli) -> Result<()> {
 }
 
 fn stop(cli: &Cli, args: &crate::cli::StopArgs) -> Result<()> {
-    let reply = admin::call(&cli.socket, &Request::Stop { detach: args.detach })?;
+    let reply = match admin::call(&cli.socket, &Request::Stop { detach: args.detach }) {
+        Ok(reply) => reply,
+        // A dead daemon leaves its filter attached (fail-open); --detach
+        // still removes it.
+        Err(admin::AdminError::NotRunning { .. }) if args.detach => return detach_left_filter(cli),
+        Err(error) => return Err(error.into()),
+    };
     // Daemons before this field existed always had the filter attached.
     let attached = reply["filter_attached"].as_bool().unwrap_or(true);
     if args.no_wait {
@@ -186,6 +192,20 @@ fn stop(cli: &Cli, args: &crate::cli::StopArgs) -> Result<()> {
         println!("the daemon stopped and detached the XDP filter");
     } else {
         println!("the daemon stopped; the XDP filter stays attached (fail-open), `dnsgate stop --detach` removes it");
+    }
+    Ok(())
+}
+
+/// `stop --detach` without a running daemon: removes the pins the last one
+/// left, which detaches its XDP filter.
+fn detach_left_filter(cli: &Cli) -> Result<()> {
+    let detached = crate::daemon::detach_left_filter(&cli.pin_dir)?;
+    if cli.json {
+        println!("{}", serde_json::json!({ "stopped": false, "detached": detached }));
+    } else if detached {
+        println!("the daemon was not running; detached the XDP filter it left under {}", cli.pin_dir.display());
+    } else {
+        println!("the daemon was not running and no XDP filter was pinned under {}", cli.pin_dir.display());
     }
     Ok(())
 }
