@@ -48,6 +48,9 @@ pub fn detach_left_filter(pin_dir: &std::path::Path) -> Result<bool> {
     }
     let _lock = lock::PinLock::acquire(pin_dir)
         .context("a daemon still holds the pin directory; stop it with `dnsgate stop --detach` through its socket")?;
+    // NOTE: the TC egress program is attached through netlink, not a pinned
+    // link, so it stays on the LAN ports until the next `dnsgate run`
+    // replaces it. Without the XDP program it rewrites nothing new.
     Ok(crate::dataplane::remove_pins(pin_dir))
 }
 
