@@ -50,7 +50,8 @@ pub fn detach_left_filter(pin_dir: &std::path::Path) -> Result<bool> {
         .context("a daemon still holds the pin directory; stop it with `dnsgate stop --detach` through its socket")?;
     // NOTE: the TC egress program is attached through netlink, not a pinned
     // link, so it stays on the LAN ports until the next `dnsgate run`
-    // replaces it. Without the XDP program it rewrites nothing new.
+    // replaces it. Without the XDP program it still gives replies from the
+    // fallback port, if one was set, source port 53.
     Ok(crate::dataplane::remove_pins(pin_dir))
 }
 
