@@ -41,6 +41,25 @@ fn man_pages_cover_every_subcommand() {
     let block = std::fs::read_to_string(dir.path().join("dnsgate-block.1")).unwrap();
     assert!(block.contains("dnsgate block add ads.example"), "the example is in the page");
     assert!(dir.path().join("dnsgate-pause.1").exists());
+
+    // Every page another page refers to exists, nested subcommands too.
+    let mut referenced = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for (start, _) in text.match_indices("dnsgate\\-") {
+            let rest = &text[start..];
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '\\' || *c == '-').collect();
+            if rest[name.len()..].starts_with("(1)") {
+                referenced.push(name.replace("\\-", "-"));
+            }
+        }
+    }
+    assert!(referenced.iter().any(|name| name == "dnsgate-block-add"), "{referenced:?}");
+    for name in referenced {
+        assert!(dir.path().join(format!("{name}.1")).exists(), "a page names {name}(1), which was not written");
+    }
+    let add = std::fs::read_to_string(dir.path().join("dnsgate-block-add.1")).unwrap();
+    assert!(add.contains("dnsgate block add"), "the synopsis names the full command: {add}");
 }
 
 #[test]

@@ -13,14 +13,37 @@ pub fn completions(shell: clap_complete::Shell) {
     clap_complete::generate(shell, &mut command, "dnsgate", &mut std::io::stdout());
 }
 
-/// Writes `dnsgate.1` and one page per subcommand into `dir`.
+/// Writes `dnsgate.1` and one page per subcommand, nested ones included
+/// (`dnsgate-block-add.1`), into `dir`, so that every page a SEE ALSO or
+/// SUBCOMMANDS section names exists.
 pub fn man_pages(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("{} exists and is not a directory; give a directory for the man pages", dir.display());
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {} failed", dir.display()))?;
-    let command = Cli::command();
-    write_page(dir, "dnsgate", command.clone())?;
+    // `dnsgate help …` repeats the pages of the commands themselves, so the
+    // pages leave it out rather than each get a twin.
+    let mut command = without_help_subcommand(Cli::command());
+    command.build();
+    write_pages(dir, command, "dnsgate", "dnsgate")
+}
+
+fn without_help_subcommand(command: clap::Command) -> clap::Command {
+    command.disable_help_subcommand(true).mut_subcommands(without_help_subcommand)
+}
+
+/// Writes the page of `command` as `page.1`, then those of its subcommands.
+/// `invocation` is how the command is typed (`dnsgate block add`).
+fn write_pages(dir: &Path, command: clap::Command, page: &str, invocation: &str) -> Result<()> {
+    let mut command = command.display_name(page.to_owned()).bin_name(invocation.to_owned());
+    if command.get_version().is_none() {
+        // For the page footer only: subcommands take no --version.
+        command = command.version(env!("CARGO_PKG_VERSION")).disable_version_flag(true);
+    }
+    write_page(dir, page, command.clone())?;
     for sub in command.get_subcommands() {
-        let name = format!("dnsgate-{}", sub.get_name());
-        write_page(dir, &name, sub.clone().display_name(name.clone()))?;
+        let name = sub.get_name();
+        write_pages(dir, sub.clone(), &format!("{page}-{name}"), &format!("{invocation} {name}"))?;
     }
     Ok(())
 }
