@@ -63,7 +63,7 @@ pub enum CustomRuleError {
         rule: String,
     },
     /// The rule is not in the list.
-    #[error("no custom {list:?} rule {rule:?}; `dnsgate {} list` shows the rules", list_command(*list))]
+    #[error("no custom {} rule {rule:?}; `dnsgate {} list` shows the rules", list_command(*list), list_command(*list))]
     NotFound {
         /// The list.
         list: RuleList,
@@ -236,7 +236,12 @@ fn compile_rule(rule: &str, list: RuleList, scratch_dir: &Path) -> Result<Vec<(u
     let spec = SourceSpec::new(path.to_string_lossy(), ListFormat::Auto, list.role());
     let compiled = lists::load_and_compile(&[spec], &Budget::default());
     let _ = std::fs::remove_file(&path);
-    let compiled = compiled.map_err(|error| invalid(error.to_string()))?;
+    // The scratch file and the advice about list files mean nothing to
+    // someone who typed one rule, so only the line's own problem is given.
+    let compiled = compiled.map_err(|error| match error {
+        lists::ListError::NoValidRules { first_reason, .. } => invalid(first_reason),
+        other => invalid(other.to_string()),
+    })?;
     let report = compiled.reports.first().ok_or_else(|| invalid("the list loader returned no report".into()))?;
     if let Some(issue) = report.invalid.examples.first().or(report.unsupported.examples.first()) {
         return Err(invalid(issue.reason.clone()));
@@ -255,6 +260,16 @@ mod tests {
     use dnsgate_common::rules::{ACTION_ALLOW, ACTION_BLOCK};
 
     use super::*;
+
+    #[test]
+    fn invalid_rule_error_names_only_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rules = CustomRules::default();
+        let message = rules.add(RuleList::Block, "bad..name", dir.path()).unwrap_err().to_string();
+        assert!(message.starts_with("invalid rule \"bad..name\""), "{message}");
+        assert!(!message.contains("custom-rule"), "no scratch file: {message}");
+        assert!(!message.contains("FORMAT:PATH"), "no list-file advice: {message}");
+    }
 
     #[test]
     fn bare_name_covers_subtree() {
