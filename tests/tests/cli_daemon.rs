@@ -216,6 +216,8 @@ fn subcommands_report_what_the_test_did() {
     assert_eq!(status["lists"][0]["source"], paths.blocklist.to_str().unwrap());
     assert!(status["lists"][0]["age_seconds"].as_u64().is_some(), "{status}");
     assert_eq!(status["upstream_status"], "not_configured");
+    let text = String::from_utf8_lossy(&paths.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("upstreams:  none configured"), "status in words: {text}");
     assert_eq!(status["certificate"]["mode"], "generated");
     assert!(status["certificate"]["not_after_unix"].as_i64().is_some(), "{status}");
     // 198.18.0.0/15 is not private in the RFC 9462 sense, so only verified

@@ -96,7 +96,15 @@ pub fn print_status(value: &Value) {
             show(&list["age_seconds"])
         );
     }
-    println!("upstreams:  {}", show(&value["upstream_status"]));
+    let upstreams = match value["upstream_status"].as_str() {
+        Some("not_configured") => "none configured (allowed names that are not local get SERVFAIL)",
+        Some("untested") => "not used yet",
+        Some("healthy") => "healthy",
+        Some("degraded") => "degraded (some are resting after failures)",
+        Some("down") => "down (all are resting after failures; answers come from the cache or are SERVFAIL)",
+        _ => "-",
+    };
+    println!("upstreams:  {upstreams}");
     for upstream in value["upstreams"].as_array().into_iter().flatten() {
         let rtt = upstream["rtt_ms"].as_f64().map_or_else(|| "-".to_owned(), |rtt| format!("{rtt:.1} ms"));
         let health = match (upstream["healthy"].as_bool(), upstream["queries"].as_u64()) {
