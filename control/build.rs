@@ -16,6 +16,12 @@ fn main() -> anyhow::Result<()> {
     } else {
         &[]
     };
+    // The nested cargo's progress lines ("Compiling aya-ebpf …") reach the
+    // user as about forty `warning:` lines; quiet keeps its errors and
+    // warnings only.
+    // SAFETY: the build script has started no thread yet, so nothing reads
+    // the environment while it changes.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "dnsgate-ebpf",
