@@ -11,7 +11,7 @@ mod vm;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "dnsgate project tasks")]
+#[command(about = "dnsgate project tasks", bin_name = "cargo xtask")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
