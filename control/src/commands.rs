@@ -40,11 +40,8 @@ pub fn stats(cli: &Cli) -> Result<()> {
         );
     } else {
         println!("controller: down (kernel counters read from the pinned maps in {})", cli.pin_dir.display());
-        println!("dataplane:");
         if let serde_json::Value::Object(counters) = serde_json::json!(dataplane) {
-            for (name, count) in counters {
-                println!("  {name:<22} {count}");
-            }
+            text::print_kernel_counters(&counters);
         }
         if !intercepted.is_empty() {
             println!("clients that sent DNS to other resolvers (plain queries, encrypted attempts):");

@@ -246,6 +246,10 @@ fn subcommands_report_what_the_test_did() {
     assert_eq!(udp_queries(&after) - udp_queries(&before), 2);
     assert_eq!(after["resolver"]["queries"]["tcp"].as_u64().unwrap() - before["resolver"]["queries"]["tcp"].as_u64().unwrap(), 1);
     assert_eq!(counter(&after, "resolver", "blocked"), counter(&before, "resolver", "blocked"));
+    let text = String::from_utf8_lossy(&paths.cli(&["stats"]).stdout).into_owned();
+    let line = text.lines().find(|line| line.trim_start().starts_with("blocked ")).unwrap_or_default();
+    let blocked = counter(&after, "dataplane", "blocked");
+    assert!(line.contains(&blocked.to_string()) && line.contains("answered in the kernel"), "{text}");
 
     // log: the three user-space queries, newest last.
     let log = paths.json(&["log", "--limit", "3"]);

@@ -134,10 +134,7 @@ pub fn print_status(value: &Value) {
 pub fn print_stats(value: &Value) {
     println!("controller: running");
     if let Some(dataplane) = value["dataplane"].as_object() {
-        println!("dataplane:");
-        for (name, count) in dataplane {
-            println!("  {name:<18} {}", show(count));
-        }
+        print_kernel_counters(dataplane);
     } else {
         println!("dataplane:  not loaded");
     }
@@ -157,6 +154,38 @@ pub fn print_stats(value: &Value) {
     println!("  blocked by CNAME   {}", show(&resolver["blocked_cname"]));
     println!("  upstream errors    {}", show(&resolver["upstream_errors"]));
     println!("  servfail           {}", show(&resolver["servfail"]));
+}
+
+/// Prints the kernel counters of `stats`, each with what it counts.
+pub fn print_kernel_counters(counters: &serde_json::Map<String, Value>) {
+    println!("dataplane:");
+    for (name, count) in counters {
+        println!("  {name:<22} {:>12}  {}", show(count), counter_meaning(name));
+    }
+}
+
+/// Says in a few words what a kernel counter of `stats` counts.
+fn counter_meaning(name: &str) -> &'static str {
+    match name {
+        "seen" => "DNS queries to the router that the filter read",
+        "blocked" => "answered in the kernel as blocked",
+        "allowed" => "allowed, passed on to dnsgate",
+        "passed" => "frames that are not DNS queries for the router (all other traffic)",
+        "malformed" => "port-53 frames that could not be parsed, passed on",
+        "tx_failed" => "blocked, but passed on: no room to build the answer",
+        "intercepted" => "queries to other resolvers handled as if sent to the router",
+        "redirected" => "intercepted queries sent on to dnsgate",
+        "replies_restored" => "replies given back the address the client asked",
+        "dot_refused" => "DoT connections to other resolvers refused",
+        "doq_dropped" => "DoQ datagrams to other resolvers dropped",
+        "events_lost" => "kernel answers missing from the query log (ring full)",
+        "events_skipped" => "kernel answers left out of the query log (over its rate)",
+        "rate_limited" => "queries dropped by the per-client rate limit",
+        "fallback" => "queries sent to the fallback resolver while dnsgate was down",
+        "fallback_port_dropped" => "datagrams sent straight to the fallback port, dropped",
+        "fallback_replies" => "fallback replies given source port 53",
+        _ => "",
+    }
 }
 
 /// Prints `query`.
