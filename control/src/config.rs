@@ -504,12 +504,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.intercept.exempt_networks()?;
         if self.dataplane.rule_buckets == 0 {
-            return Err(ConfigError::Invalid { key: "dataplane.rule_buckets", reason: "must be at least 1".into() });
+            return Err(ConfigError::Invalid { key: "dataplane.rule_buckets", reason: "is 0 but must be at least 1".into() });
         }
         if self.dataplane.rate_limit_qps > DataplaneSettings::MAX_RATE_LIMIT_QPS {
             return Err(ConfigError::Invalid {
                 key: "dataplane.rate_limit_qps",
-                reason: format!("must be at most {} (0 turns the limit off)", DataplaneSettings::MAX_RATE_LIMIT_QPS),
+                reason: format!(
+                    "is {} but must be at most {} (0 turns the limit off)",
+                    self.dataplane.rate_limit_qps,
+                    DataplaneSettings::MAX_RATE_LIMIT_QPS
+                ),
             });
         }
         if let Some(reason) = self.fallback_port_conflict() {
@@ -518,7 +522,11 @@ impl Config {
         if !(1..=DataplaneSettings::MAX_FALLBACK_AFTER_SECS).contains(&self.dataplane.fallback_after_secs) {
             return Err(ConfigError::Invalid {
                 key: "dataplane.fallback_after_secs",
-                reason: format!("must be between 1 and {}", DataplaneSettings::MAX_FALLBACK_AFTER_SECS),
+                reason: format!(
+                    "is {} but must be between 1 and {}",
+                    self.dataplane.fallback_after_secs,
+                    DataplaneSettings::MAX_FALLBACK_AFTER_SECS
+                ),
             });
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
@@ -530,7 +538,7 @@ impl Config {
         if self.querylog.capacity == 0 || self.querylog.capacity > MAX_QUERYLOG_CAPACITY {
             return Err(ConfigError::Invalid {
                 key: "querylog.capacity",
-                reason: format!("must be between 1 and {MAX_QUERYLOG_CAPACITY}"),
+                reason: format!("is {} but must be between 1 and {MAX_QUERYLOG_CAPACITY}", self.querylog.capacity),
             });
         }
         Ok(())

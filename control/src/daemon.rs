@@ -63,6 +63,12 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         overrides: args.clone(),
     };
     let config = source.load()?;
+    // Before anything is bound or loaded, so a typo costs nothing.
+    for name in &config.dataplane.lan_interfaces {
+        if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
+            return Err(crate::dataplane::DataplaneError::UnknownInterface { name: name.clone() }.into());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

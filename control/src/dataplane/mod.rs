@@ -55,7 +55,7 @@ pub enum DataplaneError {
         source: aya::maps::MapError,
     },
     /// The interface does not exist.
-    #[error("network interface {name} does not exist")]
+    #[error("network interface {name} does not exist; `ip link` lists the interfaces, give the LAN bridge or port with --lan-iface or lan_interfaces")]
     UnknownInterface { name: String },
     /// Another XDP program is attached to the interface.
     #[error(
