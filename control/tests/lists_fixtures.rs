@@ -356,6 +356,7 @@ fn budget_rejects_oversized_set() {
     let error = load_and_compile(&specs(&fixture("")), &budget).unwrap_err();
     let message = error.to_string();
     assert!(message.contains("bytes of kernel table"), "{message}");
+    assert!(message.contains("[budget] max_kernel_table_bytes"), "the key to raise: {message}");
 
     let budget = Budget {
         max_kernel_table_bytes: 1 << 20,
@@ -365,6 +366,7 @@ fn budget_rejects_oversized_set() {
         .unwrap_err()
         .to_string();
     assert!(message.contains("user-space rules"), "{message}");
+    assert!(message.contains("[budget] max_user_space_rules"), "the key to raise: {message}");
 }
 
 #[test]

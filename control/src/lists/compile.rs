@@ -70,6 +70,7 @@ pub fn compile(mut raw: RawSet, budget: &Budget) -> Result<Compiled, ListError> 
     if table_bytes > budget.max_kernel_table_bytes {
         return Err(ListError::OverBudget {
             unit: "bytes of kernel table",
+            key: "max_kernel_table_bytes",
             needed: table_bytes,
             limit: budget.max_kernel_table_bytes,
         });
@@ -77,6 +78,7 @@ pub fn compile(mut raw: RawSet, budget: &Budget) -> Result<Compiled, ListError> 
     if user_space_rules > budget.max_user_space_rules {
         return Err(ListError::OverBudget {
             unit: "user-space rules",
+            key: "max_user_space_rules",
             needed: user_space_rules,
             limit: budget.max_user_space_rules,
         });

@@ -443,11 +443,13 @@ pub enum ListError {
     /// The compiled set exceeds a [`Budget`] limit; the previous set stays
     /// in force.
     #[error(
-        "the compiled lists need {needed} {unit} but the budget allows {limit}; remove lists or raise the budget"
+        "the compiled lists need {needed} {unit} but the budget allows {limit}; remove lists or raise [budget] {key}"
     )]
     OverBudget {
         /// Unit of the measure ("bytes of kernel table", "user-space rules").
         unit: &'static str,
+        /// The `[budget]` key that sets the limit.
+        key: &'static str,
         /// Amount the set needs.
         needed: usize,
         /// Amount allowed.
