@@ -420,6 +420,10 @@ fn custom_block_reaches_kernel_and_persists() {
     let after = paths.json(&["stats"]);
     assert!(counter(&after, "dataplane", "blocked") > counter(&before, "dataplane", "blocked"), "the kernel answered");
     assert_eq!(paths.json(&["block", "list"])["rules"], serde_json::json!(["||custom.example^"]));
+    assert_eq!(added["changed"], true);
+    let again = paths.cli(&["block", "add", "custom.example"]);
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.contains("was already there"), "a second add says so: {again}");
     // A hosts line is accepted too, and covers the exact name only.
     paths.json(&["block", "add", "0.0.0.0", "exact.example"]);
     assert!(is_blocked(&kdig(&topology.client, "exact.example", "A", "")));

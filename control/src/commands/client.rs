@@ -104,7 +104,9 @@ fn rule_command(cli: &Cli, list: RuleList, action: &RuleCommand) -> Result<()> {
     match action {
         RuleCommand::Add { rule } => call_and_print(cli, &Request::RuleAdd { list, rule: rule.join(" ") }, |value| {
             let rule = value["rule"].as_str().unwrap_or_default();
-            if value["kernel"].as_bool() == Some(true) {
+            if value["changed"].as_bool() == Some(false) {
+                println!("{verb} rule {rule} was already there");
+            } else if value["kernel"].as_bool() == Some(true) {
                 println!("added {verb} rule {rule} (in the kernel now)");
             } else {
                 println!("added {verb} rule {rule}");

@@ -273,6 +273,7 @@ impl Controller {
     fn custom_rule(self: &Arc<Self>, list: RuleList, rule: &str, add: bool) -> Result<Value, String> {
         let state_dir = self.state_dir();
         let mut custom = lock(&self.custom).clone();
+        let before = custom.rules(list).len();
         let stored = if add {
             custom.add(list, rule, &state_dir).map_err(|error| error.to_string())?
         } else {
@@ -283,7 +284,15 @@ impl Controller {
         *lock(&self.custom) = custom;
         info!(?list, rule = %stored, added = add, "custom rule changed");
         self.rebuild_in_background();
-        Ok(json!({ "rule": stored, "list": list, "overlay_keys": overlay.len(), "kernel": lock(&self.dataplane).is_some() }))
+        // Adding a rule that is already there changes nothing.
+        let changed = lock(&self.custom).rules(list).len() != before;
+        Ok(json!({
+            "rule": stored,
+            "list": list,
+            "changed": changed,
+            "overlay_keys": overlay.len(),
+            "kernel": lock(&self.dataplane).is_some(),
+        }))
     }
 
     fn set_blocking(&self, on: bool) -> Result<(), String> {
