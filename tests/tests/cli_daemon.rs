@@ -275,6 +275,7 @@ fn subcommands_report_what_the_test_did() {
     let explanation = &query["explanation"];
     assert_eq!(explanation["decision"]["action"], "block", "{query}");
     assert_eq!(explanation["kernel_verdict"], "block");
+    assert_eq!(query["kernel_filter"], true, "{query}");
     assert_eq!(explanation["rules"][0]["source"], paths.blocklist.to_str().unwrap());
     assert_eq!(explanation["rules"][0]["line"], 1);
     assert_eq!(query["answer"]["rcode"], "NOERROR");

@@ -197,7 +197,11 @@ pub fn print_query(value: &Value) {
         line.push_str(" (blocking is paused, so it is resolved)");
     }
     println!("{line}");
-    println!("  kernel verdict: {}", show(&explanation["kernel_verdict"]));
+    if value["kernel_filter"].as_bool() == Some(false) {
+        println!("  kernel verdict: - (no XDP filter is loaded; user space applies the same rules)");
+    } else {
+        println!("  kernel verdict: {}", show(&explanation["kernel_verdict"]));
+    }
     for rule in explanation["rules"].as_array().into_iter().flatten() {
         let place = match rule["line"].as_u64() {
             Some(line) => format!("{}:{line}", show(&rule["source"])),

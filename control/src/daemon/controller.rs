@@ -496,7 +496,8 @@ impl Controller {
         }
         let explanation = self.shared.current().explain(&name, qtype, DEFAULT_CLIENT_GROUPS);
         let answer = self.answer(&name, qtype).await;
-        Ok(json!({ "paused": self.gate.is_paused(), "explanation": explanation, "answer": answer }))
+        let kernel_filter = lock(&self.dataplane).is_some();
+        Ok(json!({ "paused": self.gate.is_paused(), "kernel_filter": kernel_filter, "explanation": explanation, "answer": answer }))
     }
 
     /// Resolves `name` through the resolver as a UDP query from the router
