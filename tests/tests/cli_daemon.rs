@@ -218,6 +218,9 @@ fn subcommands_report_what_the_test_did() {
     assert_eq!(status["upstream_status"], "not_configured");
     let text = String::from_utf8_lossy(&paths.cli(&["status"]).stdout).into_owned();
     assert!(text.contains("upstreams:  none configured"), "status in words: {text}");
+    let udp = status["listeners"]["udp"].as_array().unwrap_or_else(|| panic!("no listeners in {status}"));
+    assert!(udp.iter().any(|address| address == &format!("{ROUTER_ADDRESS}:53")), "{status}");
+    assert!(text.contains(&format!("DoT      {ROUTER_ADDRESS}:853")), "the listeners in the text: {text}");
     assert_eq!(status["certificate"]["mode"], "generated");
     assert!(status["certificate"]["not_after_unix"].as_i64().is_some(), "{status}");
     // 198.18.0.0/15 is not private in the RFC 9462 sense, so only verified

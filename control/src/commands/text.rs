@@ -78,6 +78,13 @@ pub fn print_status(value: &Value) {
     } else {
         println!("blocking:   on");
     }
+    let listeners = &value["listeners"];
+    for (key, name) in [("udp", "DNS/UDP"), ("tcp", "DNS/TCP"), ("tls", "DoT"), ("quic", "DoQ"), ("https", "DoH")] {
+        let addresses: Vec<String> = listeners[key].as_array().into_iter().flatten().map(show).collect();
+        if !addresses.is_empty() {
+            println!("listening:  {name:<8} {}", addresses.join(", "));
+        }
+    }
     let rules = &value["rules"];
     println!(
         "rules:      {} in the kernel table, {} custom block, {} custom allow",

@@ -482,6 +482,7 @@ impl Controller {
                 "overlay_keys": policy.overlay().len(),
             },
             "lists": lists,
+            "listeners": lock(&self.listeners).as_ref().map(|listeners| listeners.local_addrs().clone()),
             "upstream_status": self.resolver.upstream_status(),
             "upstreams": upstreams,
             "certificate": certificate_status(&config),
