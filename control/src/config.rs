@@ -454,7 +454,34 @@ impl Config {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Self::default()),
             Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
         };
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        if let Some(base) = path.parent() {
+            config.resolve_relative_paths(base);
+        }
+        Ok(config)
+    }
+
+    /// Takes the relative file paths of the file from `base`, the file's
+    /// directory, as a reader of the file expects. The daemon's working
+    /// directory is `/` under procd, so they would otherwise point there.
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        let local = |location: &mut String| {
+            if !location.contains("://") && Path::new(location.as_str()).is_relative() {
+                *location = base.join(location.as_str()).to_string_lossy().into_owned();
+            }
+        };
+        for list in &mut self.lists {
+            local(&mut list.location);
+        }
+        self.intercept.doh_resolver_lists.iter_mut().for_each(local);
+        let paths = [&mut self.state_dir, &mut self.tls.cert_file, &mut self.tls.key_file]
+            .into_iter()
+            .chain(self.resolver.upstreams.iter_mut().map(|upstream| &mut upstream.ca_file));
+        for path in paths.flatten() {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
     }
 
     /// Parses the text of a configuration file and checks its values.
@@ -553,6 +580,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_are_taken_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dnsgate.toml");
+        let text = "state_dir = \"state\"\n[tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"/etc/key.pem\"\n\
+                    [intercept]\ndoh_resolver_lists = [\"doh.txt\", \"https://lists.example/doh.txt\"]\n\
+                    [[lists]]\nlocation = \"ads.txt\"\n[[lists]]\nlocation = \"/srv/lists/b.txt\"\n\
+                    [[lists]]\nlocation = \"https://lists.example/c.txt\"\n\
+                    [[resolver.upstreams]]\nurl = \"tls://192.0.2.1\"\nca_file = \"ca.pem\"\n";
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path, true).unwrap();
+        let base = dir.path();
+        assert_eq!(config.lists[0].location, base.join("ads.txt").to_str().unwrap());
+        assert_eq!(config.lists[1].location, "/srv/lists/b.txt");
+        assert_eq!(config.lists[2].location, "https://lists.example/c.txt");
+        assert_eq!(config.state_dir(), base.join("state"));
+        assert_eq!(config.tls.cert_file, Some(base.join("tls/cert.pem")));
+        assert_eq!(config.tls.key_file, Some(PathBuf::from("/etc/key.pem")));
+        assert_eq!(config.intercept.doh_resolver_lists[0], base.join("doh.txt").to_str().unwrap());
+        assert_eq!(config.intercept.doh_resolver_lists[1], "https://lists.example/doh.txt");
+        assert_eq!(config.resolver.upstreams[0].ca_file, Some(base.join("ca.pem")));
+    }
 
     #[test]
     fn empty_file_is_all_defaults() {
