@@ -361,6 +361,7 @@ fn invalid_options_are_named() {
         ("uci set dnsgate.main.doh_port=70000", "main.doh_port"),
         ("uci set dnsgate.main.cert_file=/etc/cert.pem", "main.cert_file"),
         ("uci set dnsgate.custom.format=yaml", "custom.format"),
+        ("uci set dnsgate.custom.location=ads.txt", "custom.location"),
         ("uci set dnsgate.up=upstream; uci set dnsgate.up.url=192.0.2.53", "up.url"),
         ("uci set dnsgate.main.resolver_name='bad name'", "main.resolver_name"),
     ];

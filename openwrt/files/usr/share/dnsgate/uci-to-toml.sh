@@ -81,6 +81,10 @@ emit_list() {
 	check_choice "$section.format" "$format" "auto hosts domains wildcard adblock regex dnsmasq rpz unbound"
 	check_choice "$section.role" "$role" "block allow"
 	check_text "$section.location" "$location"
+	case "$location" in
+	/* | http://* | https://*) ;;
+	*) fail "$section.location '$location' must be an absolute path or an http:// or https:// URL" ;;
+	esac
 
 	echo "[[lists]]"
 	echo "location = $(toml_string "$location")"
