@@ -41,13 +41,14 @@ use crate::{
 
 /// Detaches the XDP filter that a daemon which is no longer running left
 /// pinned under `pin_dir`, by removing its pins. Returns whether anything
-/// was pinned there. Fails while a daemon holds the pin directory.
+/// was pinned there. Fails while a running daemon has the pin directory
+/// locked.
 pub fn detach_left_filter(pin_dir: &std::path::Path) -> Result<bool> {
     if !pin_dir.is_dir() {
         return Ok(false);
     }
     let _lock = lock::PinLock::acquire(pin_dir)
-        .context("a daemon still holds the pin directory; stop it with `dnsgate stop --detach` through its socket")?;
+        .context("the pin directory is locked by a running daemon; stop it with `dnsgate stop --detach` through its socket")?;
     // NOTE: the TC egress program is attached through netlink, not a pinned
     // link, so it stays on the LAN ports until the next `dnsgate run`
     // replaces it. Without the XDP program it still gives replies from the

@@ -36,9 +36,9 @@ fn main() -> ExitCode {
 
 /// Lets a closed pipe end the command quietly, as it ends `cat` or `ls`:
 /// `dnsgate log | head` would otherwise panic on its next line of output.
-/// The Rust runtime ignores SIGPIPE so that writes fail with an error
-/// instead; the daemon keeps that, because a client closing its connection
-/// must not stop it.
+/// The Rust runtime ignores SIGPIPE, so that writes fail with an error
+/// instead. The daemon keeps that: a client closing its connection must not
+/// stop it.
 fn restore_sigpipe() {
     // SAFETY: called before any thread is started; SIG_DFL is a valid
     // disposition for SIGPIPE and no handler of ours is replaced.

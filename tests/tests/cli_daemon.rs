@@ -252,7 +252,8 @@ fn subcommands_report_what_the_test_did() {
     let text = String::from_utf8_lossy(&paths.cli(&["stats"]).stdout).into_owned();
     let line = text.lines().find(|line| line.trim_start().starts_with("blocked ")).unwrap_or_default();
     let blocked = counter(&after, "dataplane", "blocked");
-    assert!(line.contains(&blocked.to_string()) && line.contains("answered in the kernel"), "{text}");
+    assert!(line.contains(&blocked.to_string()), "the count: {text}");
+    assert!(line.contains("answered in the kernel"), "what it counts: {text}");
 
     // log: the three user-space queries, newest last.
     let log = paths.json(&["log", "--limit", "3"]);
